@@ -1,0 +1,99 @@
+"""sayiir-nb: durable, checkpointed task pipelines that are at home in Jupyter.
+
+The public names are listed in ``__all__``; they load on first use so that
+``import sayiir_nb`` stays fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from typing import TYPE_CHECKING, Any
+
+# Libraries leave handlers to applications; this only keeps Python's fallback
+# handler from printing our records when the application configured none.
+logging.getLogger(__name__).addHandler(logging.NullHandler())
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "task": "task",
+    "Task": "task",
+    "RetryPolicy": "task",
+    "Flow": "workflow",
+    "Workflow": "workflow",
+    "RunContext": "workflow",
+    "JsonCodec": "codec",
+    "Codec": "codec",
+    "InMemoryBackend": "backends.memory",
+    "DuckDBBackend": "backends.duckdb",
+    "Backend": "backends.base",
+    "CheckpointingRunner": "runner",
+    "default_store_path": "runner",
+    "WorkflowStatus": "status",
+    "StepStatus": "status",
+    "RunState": "status",
+    "AttemptState": "status",
+    "ErrorInfo": "status",
+    "TaskRegistry": "registry",
+    "WorkflowRegistry": "registry",
+    "current_context": "execution",
+    "SayiirError": "errors",
+    "DefinitionError": "errors",
+    "DurationError": "errors",
+    "CodecError": "errors",
+    "RunConflictError": "errors",
+    "InputMismatchError": "errors",
+    "DefinitionMismatchError": "errors",
+    "RunNotFoundError": "errors",
+    "LeaseLostError": "errors",
+    "BackendError": "errors",
+    "StoreLockedError": "errors",
+    "StepFailedError": "errors",
+    "SayiirWarning": "errors",
+    "UnenforceableTimeoutWarning": "errors",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'sayiir_nb' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__
+
+
+if TYPE_CHECKING:
+    from .backends.base import Backend
+    from .backends.duckdb import DuckDBBackend
+    from .backends.memory import InMemoryBackend
+    from .codec import Codec, JsonCodec
+    from .errors import (
+        BackendError,
+        CodecError,
+        DefinitionError,
+        DefinitionMismatchError,
+        DurationError,
+        InputMismatchError,
+        LeaseLostError,
+        RunConflictError,
+        RunNotFoundError,
+        SayiirError,
+        SayiirWarning,
+        StepFailedError,
+        StoreLockedError,
+        UnenforceableTimeoutWarning,
+    )
+    from .execution import current_context
+    from .registry import TaskRegistry, WorkflowRegistry
+    from .runner import CheckpointingRunner, default_store_path
+    from .status import AttemptState, ErrorInfo, RunState, StepStatus, WorkflowStatus
+    from .task import RetryPolicy, Task, task
+    from .workflow import Flow, RunContext, Workflow

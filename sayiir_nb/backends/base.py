@@ -1,0 +1,249 @@
+"""The storage contract every backend implements, and the records it moves.
+
+A backend stores runs, checkpoints and attempts, and hands out leases. A
+lease gives one owner the right to execute a run; every write names the
+lease it is made under and is refused with :class:`LeaseLostError` if another
+owner has taken the run since (fencing). The runs table doubles as the queue of
+runnable work: :meth:`Backend.claim_next` picks the next pending, due or
+abandoned run, which is what worker processes build on.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
+from typing import Protocol, runtime_checkable
+
+from ..errors import LeaseLostError
+from ..status import AttemptState, ErrorInfo, RunState
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunRecord:
+    """A run as stored. ``input_json`` and ``output_json`` are codec text."""
+
+    run_id: str
+    workflow_name: str
+    definition_hash: str
+    state: RunState
+    input_json: str
+    input_digest: str
+    codec: str = "json"
+    output_json: str | None = None
+    error: ErrorInfo | None = None
+    created_epoch: float = 0.0
+    updated_epoch: float = 0.0
+    wake_epoch: float | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class AttemptRecord:
+    """One attempt of one step. Written when it starts and when it ends."""
+
+    run_id: str
+    step_id: str
+    task_name: str
+    attempt: int
+    state: AttemptState
+    scheduled_epoch: float | None = None
+    started_epoch: float | None = None
+    ended_epoch: float | None = None
+    wait_before_s: float = 0.0
+    error: ErrorInfo | None = None
+    owner: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Checkpoint:
+    """The encoded output of a completed step."""
+
+    run_id: str
+    step_id: str
+    output_json: str
+    created_epoch: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunUpdate:
+    """A change of a run's state, written with the rest of a batch."""
+
+    state: RunState
+    output_json: str | None = None
+    error: ErrorInfo | None = None
+    wake_epoch: float | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class WriteBatch:
+    """What one transaction writes: attempts (inserted or replaced by their
+    key), at most one checkpoint, and at most one run update."""
+
+    attempts: tuple[AttemptRecord, ...] = ()
+    checkpoint: Checkpoint | None = None
+    run: RunUpdate | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Lease:
+    """The right of ``owner`` to execute run ``run_id``.
+
+    ``fence`` grows by one at every claim of the run; a write carrying an
+    older fence is refused.
+    """
+
+    run_id: str
+    owner: str
+    fence: int
+    expires_epoch: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunSnapshot:
+    """Everything the runner needs to resume a run."""
+
+    run: RunRecord
+    checkpoints: dict[str, str] = field(default_factory=dict)
+    attempts: tuple[AttemptRecord, ...] = ()
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """Where runs, checkpoints, attempts and leases live."""
+
+    def create_run(
+        self, record: RunRecord, attempts: tuple[AttemptRecord, ...] = ()
+    ) -> tuple[RunRecord, bool]:
+        """Insert ``record`` (and the start of its first attempts) unless the
+        run id exists; return the stored record and whether it was created."""
+        ...
+
+    def reset_run(
+        self, lease: Lease, record: RunRecord, attempts: tuple[AttemptRecord, ...] = ()
+    ) -> None:
+        """Start a run over: drop its checkpoints and attempts and store
+        ``record`` (and ``attempts``) in place of the old ones."""
+        ...
+
+    def get_run(self, run_id: str) -> RunRecord | None: ...
+
+    def load(self, run_id: str) -> RunSnapshot | None:
+        """The run with its checkpoints and attempts, or ``None``."""
+        ...
+
+    def attempts(self, run_id: str) -> list[AttemptRecord]:
+        """Every attempt of the run, ordered by step then attempt number."""
+        ...
+
+    def list_runs(self) -> list[RunRecord]: ...
+
+    def claim(self, run_id: str, owner: str, lease_s: float) -> Lease | None:
+        """Take the run's lease, or return ``None`` if another owner holds a
+        live one."""
+        ...
+
+    def claim_next(self, owner: str, lease_s: float, now_epoch: float) -> Lease | None:
+        """Claim the next runnable run: pending, waiting and due, or running
+        with no live lease (its owner died)."""
+        ...
+
+    def current_lease(self, run_id: str) -> Lease | None: ...
+
+    def renew(self, lease: Lease, lease_s: float) -> Lease:
+        """Extend a lease; raise :class:`LeaseLostError` if it was lost."""
+        ...
+
+    def release(self, lease: Lease) -> None:
+        """Give the lease back (no error if it was lost meanwhile)."""
+        ...
+
+    def revoke(self, run_id: str) -> None:
+        """Void whatever lease the run has; the holder's writes fail after."""
+        ...
+
+    def write(self, lease: Lease, batch: WriteBatch) -> None:
+        """Apply ``batch`` in one transaction if ``lease`` is still current.
+
+        Durable when it returns. Raises :class:`LeaseLostError` (nothing
+        written) if the lease was lost, :class:`BackendError` if the store
+        failed (rolled back).
+        """
+        ...
+
+    def close(self) -> None: ...
+
+
+class LocalLeases:
+    """Leases held in this process's memory, for single-process backends.
+
+    In-memory and DuckDB stores have one writing process, so a lease lives as
+    long as its holder keeps it: it does not lapse with time, and every lease
+    of a store is void once the process that held it is gone.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._leases: dict[str, Lease] = {}
+        self._fences: dict[str, int] = {}
+
+    def claim(self, run_id: str, owner: str, lease_s: float) -> Lease | None:
+        with self._lock:
+            if run_id in self._leases:
+                return None
+            fence = self._fences.get(run_id, 0) + 1
+            self._fences[run_id] = fence
+            lease = Lease(
+                run_id=run_id, owner=owner, fence=fence, expires_epoch=float("inf")
+            )
+            self._leases[run_id] = lease
+            return lease
+
+    def current(self, run_id: str) -> Lease | None:
+        return self._leases.get(run_id)
+
+    def check(self, lease: Lease) -> None:
+        current = self._leases.get(lease.run_id)
+        if current is None or current.fence != lease.fence:
+            raise LeaseLostError(
+                f"run {lease.run_id!r}: the lease of {lease.owner!r} (fence "
+                f"{lease.fence}) is no longer current; another owner has the run."
+            )
+
+    def renew(self, lease: Lease, lease_s: float) -> Lease:
+        with self._lock:
+            self.check(lease)
+            return lease
+
+    def release(self, lease: Lease) -> None:
+        with self._lock:
+            current = self._leases.get(lease.run_id)
+            if current is not None and current.fence == lease.fence:
+                del self._leases[lease.run_id]
+
+    def revoke(self, run_id: str) -> None:
+        with self._lock:
+            self._leases.pop(run_id, None)
+
+    def leased(self) -> set[str]:
+        return set(self._leases)
+
+
+def is_runnable(run: RunRecord, leased: Iterable[str] | set[str], now_epoch: float) -> bool:
+    """Whether a worker may pick ``run`` up now."""
+    if run.run_id in leased:
+        return False
+    if run.state in (RunState.PENDING, RunState.RUNNING):
+        return run.wake_epoch is None or run.wake_epoch <= now_epoch
+    return run.state is RunState.WAITING and (run.wake_epoch or 0) <= now_epoch
+
+
+def with_update(run: RunRecord, update: RunUpdate, now_epoch: float) -> RunRecord:
+    """``run`` with ``update`` applied."""
+    return replace(
+        run,
+        state=update.state,
+        output_json=update.output_json,
+        error=update.error,
+        wake_epoch=update.wake_epoch,
+        updated_epoch=now_epoch,
+    )

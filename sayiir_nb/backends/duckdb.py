@@ -1,0 +1,452 @@
+"""The embedded default backend: one DuckDB file per store.
+
+DuckDB lets one process at a time write a file. This backend therefore keeps
+leases in the memory of the process that opened the file, and treats every
+lease as void when the file is opened again (the process that held it is
+gone). Several processes need :class:`~sayiir_nb.PostgresBackend`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from ..errors import BackendError, StoreLockedError
+from ..status import AttemptState, ErrorInfo, RunState
+from .base import (
+    AttemptRecord,
+    Lease,
+    LocalLeases,
+    RunRecord,
+    RunSnapshot,
+    WriteBatch,
+    is_runnable,
+)
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS sayiir_meta (
+    key VARCHAR PRIMARY KEY,
+    value VARCHAR NOT NULL
+);
+CREATE TABLE IF NOT EXISTS sayiir_runs (
+    run_id VARCHAR PRIMARY KEY,
+    workflow_name VARCHAR NOT NULL,
+    definition_hash VARCHAR NOT NULL,
+    state VARCHAR NOT NULL,
+    input_json VARCHAR NOT NULL,
+    input_digest VARCHAR NOT NULL,
+    codec VARCHAR NOT NULL,
+    output_json VARCHAR,
+    error_type VARCHAR,
+    error_message VARCHAR,
+    error_traceback VARCHAR,
+    error_step VARCHAR,
+    created_epoch DOUBLE NOT NULL,
+    updated_epoch DOUBLE NOT NULL,
+    wake_epoch DOUBLE
+);
+CREATE TABLE IF NOT EXISTS sayiir_checkpoints (
+    run_id VARCHAR NOT NULL,
+    step_id VARCHAR NOT NULL,
+    output_json VARCHAR NOT NULL,
+    created_epoch DOUBLE NOT NULL,
+    PRIMARY KEY (run_id, step_id)
+);
+CREATE TABLE IF NOT EXISTS sayiir_attempts (
+    run_id VARCHAR NOT NULL,
+    step_id VARCHAR NOT NULL,
+    task_name VARCHAR NOT NULL,
+    attempt INTEGER NOT NULL,
+    state VARCHAR NOT NULL,
+    scheduled_epoch DOUBLE,
+    started_epoch DOUBLE,
+    ended_epoch DOUBLE,
+    wait_before_s DOUBLE NOT NULL,
+    error_type VARCHAR,
+    error_message VARCHAR,
+    error_traceback VARCHAR,
+    owner VARCHAR NOT NULL,
+    PRIMARY KEY (run_id, step_id, attempt)
+);
+"""
+
+_RUN_COLUMNS = (
+    "run_id, workflow_name, definition_hash, state, input_json, input_digest, codec, "
+    "output_json, error_type, error_message, error_traceback, error_step, "
+    "created_epoch, updated_epoch, wake_epoch"
+)
+_ATTEMPT_COLUMNS = (
+    "run_id, step_id, task_name, attempt, state, scheduled_epoch, started_epoch, "
+    "ended_epoch, wait_before_s, error_type, error_message, error_traceback, owner"
+)
+_ATTEMPT_ROW = "(" + ", ".join(["?"] * 13) + ")"
+_ATTEMPT_UPSERT = (
+    "ON CONFLICT (run_id, step_id, attempt) DO UPDATE SET state = excluded.state, "
+    "scheduled_epoch = excluded.scheduled_epoch, "
+    "started_epoch = excluded.started_epoch, ended_epoch = excluded.ended_epoch, "
+    "wait_before_s = excluded.wait_before_s, error_type = excluded.error_type, "
+    "error_message = excluded.error_message, "
+    "error_traceback = excluded.error_traceback, owner = excluded.owner"
+)
+_LOCK_HOLDER = re.compile(r"PID (\d+)")
+
+
+class DuckDBBackend:
+    """Runs, checkpoints and attempts in one DuckDB file.
+
+    Parameters
+    ----------
+    path
+        The store file; created with its folder if missing. ``":memory:"``
+        gives a DuckDB database that lives as long as the backend.
+
+    Raises
+    ------
+    StoreLockedError
+        If another process holds the file. DuckDB allows one writing process
+        per file: use one kernel per store file, or PostgreSQL for several
+        processes.
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = str(path) if str(path) == ":memory:" else str(Path(path).resolve())
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        self._conn = _connect(self.path)
+        self._lock = threading.RLock()
+        self._leases = LocalLeases()
+        self._closed = False
+        with self._tx() as conn:
+            conn.execute(_SCHEMA)
+            conn.execute(
+                "INSERT INTO sayiir_meta VALUES ('schema_version', ?) "
+                "ON CONFLICT (key) DO NOTHING",
+                [str(SCHEMA_VERSION)],
+            )
+
+    def __repr__(self) -> str:
+        return f"DuckDBBackend({self.path!r})"
+
+    @contextmanager
+    def _tx(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """One transaction. Any failure rolls back and raises: DuckDB would
+        otherwise turn the COMMIT after a failed statement into a silent
+        rollback."""
+        with self._lock:
+            self._check_open()
+            conn = self._conn
+            conn.execute("BEGIN TRANSACTION")
+            try:
+                yield conn
+            except BaseException as error:
+                _rollback(conn)
+                if isinstance(error, duckdb.Error):
+                    raise BackendError(
+                        f"DuckDB store {self.path}: {error}; the transaction was "
+                        "rolled back and nothing was written."
+                    ) from error
+                raise
+            try:
+                conn.execute("COMMIT")
+            except duckdb.Error as error:
+                _rollback(conn)
+                raise BackendError(
+                    f"DuckDB store {self.path}: commit failed ({error}); nothing "
+                    "was written."
+                ) from error
+
+    def _query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        with self._lock:
+            self._check_open()
+            try:
+                return self._conn.execute(sql, params).fetchall()
+            except duckdb.Error as error:
+                raise BackendError(f"DuckDB store {self.path}: {error}") from error
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise BackendError(f"DuckDB store {self.path} is closed.")
+
+    def create_run(
+        self, record: RunRecord, attempts: tuple[AttemptRecord, ...] = ()
+    ) -> tuple[RunRecord, bool]:
+        with self._lock:
+            existing = self.get_run(record.run_id)
+            if existing is not None:
+                return existing, False
+            with self._tx() as conn:
+                _insert_run(conn, record, attempts)
+            return record, True
+
+    def reset_run(
+        self, lease: Lease, record: RunRecord, attempts: tuple[AttemptRecord, ...] = ()
+    ) -> None:
+        with self._lock:
+            self._leases.check(lease)
+            with self._tx() as conn:
+                for table in ("sayiir_checkpoints", "sayiir_attempts", "sayiir_runs"):
+                    conn.execute(f"DELETE FROM {table} WHERE run_id = ?", [record.run_id])
+                _insert_run(conn, record, attempts)
+
+    def get_run(self, run_id: str) -> RunRecord | None:
+        rows = self._query(
+            f"SELECT {_RUN_COLUMNS} FROM sayiir_runs WHERE run_id = ?", [run_id]
+        )
+        return _run_from_row(rows[0]) if rows else None
+
+    def load(self, run_id: str) -> RunSnapshot | None:
+        with self._lock:
+            run = self.get_run(run_id)
+            if run is None:
+                return None
+            rows = self._query(
+                "SELECT step_id, output_json FROM sayiir_checkpoints WHERE run_id = ?",
+                [run_id],
+            )
+            return RunSnapshot(
+                run=run, checkpoints=dict(rows), attempts=tuple(self.attempts(run_id))
+            )
+
+    def attempts(self, run_id: str) -> list[AttemptRecord]:
+        rows = self._query(
+            f"SELECT {_ATTEMPT_COLUMNS} FROM sayiir_attempts WHERE run_id = ? "
+            "ORDER BY step_id, attempt",
+            [run_id],
+        )
+        return [_attempt_from_row(row) for row in rows]
+
+    def list_runs(self) -> list[RunRecord]:
+        rows = self._query(f"SELECT {_RUN_COLUMNS} FROM sayiir_runs ORDER BY created_epoch")
+        return [_run_from_row(row) for row in rows]
+
+    def claim(self, run_id: str, owner: str, lease_s: float) -> Lease | None:
+        return self._leases.claim(run_id, owner, lease_s)
+
+    def claim_next(self, owner: str, lease_s: float, now_epoch: float) -> Lease | None:
+        with self._lock:
+            rows = self._query(
+                f"SELECT {_RUN_COLUMNS} FROM sayiir_runs "
+                "WHERE state IN ('pending', 'running', 'waiting') "
+                "AND coalesce(wake_epoch, 0) <= ? ORDER BY coalesce(wake_epoch, 0), "
+                "created_epoch",
+                [now_epoch],
+            )
+            leased = self._leases.leased()
+            for row in rows:
+                run = _run_from_row(row)
+                if is_runnable(run, leased, now_epoch):
+                    lease = self._leases.claim(run.run_id, owner, lease_s)
+                    if lease is not None:
+                        return lease
+            return None
+
+    def current_lease(self, run_id: str) -> Lease | None:
+        return self._leases.current(run_id)
+
+    def renew(self, lease: Lease, lease_s: float) -> Lease:
+        return self._leases.renew(lease, lease_s)
+
+    def release(self, lease: Lease) -> None:
+        self._leases.release(lease)
+
+    def revoke(self, run_id: str) -> None:
+        self._leases.revoke(run_id)
+
+    def write(self, lease: Lease, batch: WriteBatch) -> None:
+        with self._lock:
+            self._leases.check(lease)
+            with self._tx() as conn:
+                _upsert_attempts(conn, batch.attempts)
+                point = batch.checkpoint
+                if point is not None:
+                    conn.execute(
+                        "INSERT INTO sayiir_checkpoints VALUES (?, ?, ?, ?)",
+                        [point.run_id, point.step_id, point.output_json, point.created_epoch],
+                    )
+                update = batch.run
+                if update is not None:
+                    error = update.error
+                    conn.execute(
+                        "UPDATE sayiir_runs SET state = ?, output_json = ?, "
+                        "error_type = ?, error_message = ?, error_traceback = ?, "
+                        "error_step = ?, wake_epoch = ?, updated_epoch = ? "
+                        "WHERE run_id = ?",
+                        [
+                            update.state.value,
+                            update.output_json,
+                            *_error_params(error),
+                            error.step_id if error else None,
+                            update.wake_epoch,
+                            time.time(),
+                            lease.run_id,
+                        ],
+                    )
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        """Run one SQL statement on the store's connection (for tests and
+        tooling); returns the DuckDB result."""
+        with self._lock:
+            self._check_open()
+            return self._conn.execute(sql, params)
+
+    def close(self) -> None:
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                self._conn.close()
+
+    def __enter__(self) -> DuckDBBackend:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _connect(path: str) -> duckdb.DuckDBPyConnection:
+    try:
+        return duckdb.connect(path)
+    except duckdb.IOException as error:
+        text = str(error)
+        if "lock" not in text.lower():
+            raise BackendError(f"cannot open DuckDB store {path}: {error}") from error
+        holder = _LOCK_HOLDER.search(text)
+        who = f"process {holder.group(1)}" if holder else "another process"
+        raise StoreLockedError(
+            f"the DuckDB store {path} is open in {who}. DuckDB lets one process "
+            "write a file at a time: close the runner there (runner.close(), or "
+            "shut down that kernel), give this process another store file, or use "
+            "PostgresBackend to share runs between processes. To analyse a copy, "
+            "copy the file first and open the copy."
+        ) from error
+
+
+def _insert_run(
+    conn: duckdb.DuckDBPyConnection, record: RunRecord, attempts: tuple[AttemptRecord, ...]
+) -> None:
+    conn.execute(
+        f"INSERT INTO sayiir_runs ({_RUN_COLUMNS}) VALUES ({', '.join(['?'] * 15)})",
+        _run_params(record),
+    )
+    _upsert_attempts(conn, attempts)
+
+
+def _upsert_attempts(
+    conn: duckdb.DuckDBPyConnection, attempts: tuple[AttemptRecord, ...]
+) -> None:
+    if not attempts:
+        return
+    rows = ", ".join([_ATTEMPT_ROW] * len(attempts))
+    conn.execute(
+        f"INSERT INTO sayiir_attempts ({_ATTEMPT_COLUMNS}) VALUES {rows} {_ATTEMPT_UPSERT}",
+        [value for attempt in attempts for value in _attempt_params(attempt)],
+    )
+
+
+def _rollback(conn: duckdb.DuckDBPyConnection) -> None:
+    try:
+        conn.execute("ROLLBACK")
+    except duckdb.Error:
+        pass
+
+
+def _error_params(error: ErrorInfo | None) -> list[str | None]:
+    if error is None:
+        return [None, None, None]
+    return [error.type, error.message, error.traceback]
+
+
+def _run_params(r: RunRecord) -> list[Any]:
+    return [
+        r.run_id,
+        r.workflow_name,
+        r.definition_hash,
+        r.state.value,
+        r.input_json,
+        r.input_digest,
+        r.codec,
+        r.output_json,
+        *_error_params(r.error),
+        r.error.step_id if r.error else None,
+        r.created_epoch,
+        r.updated_epoch,
+        r.wake_epoch,
+    ]
+
+
+def _run_from_row(row: tuple[Any, ...]) -> RunRecord:
+    (run_id, workflow, digest_hash, state, input_json, input_digest, codec, output,
+     error_type, error_message, error_traceback, error_step, created, updated, wake) = row
+    error = None
+    if error_type is not None:
+        error = ErrorInfo(
+            type=error_type,
+            message=error_message or "",
+            traceback=error_traceback or "",
+            step_id=error_step,
+        )
+    return RunRecord(
+        run_id=run_id,
+        workflow_name=workflow,
+        definition_hash=digest_hash,
+        state=RunState(state),
+        input_json=input_json,
+        input_digest=input_digest,
+        codec=codec,
+        output_json=output,
+        error=error,
+        created_epoch=created,
+        updated_epoch=updated,
+        wake_epoch=wake,
+    )
+
+
+def _attempt_params(a: AttemptRecord) -> list[Any]:
+    return [
+        a.run_id,
+        a.step_id,
+        a.task_name,
+        a.attempt,
+        a.state.value,
+        a.scheduled_epoch,
+        a.started_epoch,
+        a.ended_epoch,
+        a.wait_before_s,
+        *_error_params(a.error),
+        a.owner,
+    ]
+
+
+def _attempt_from_row(row: tuple[Any, ...]) -> AttemptRecord:
+    (run_id, step_id, task_name, attempt, state, scheduled, started, ended, wait_s,
+     error_type, error_message, error_traceback, owner) = row
+    error = None
+    if error_type is not None:
+        error = ErrorInfo(
+            type=error_type,
+            message=error_message or "",
+            traceback=error_traceback or "",
+            step_id=step_id,
+        )
+    return AttemptRecord(
+        run_id=run_id,
+        step_id=step_id,
+        task_name=task_name,
+        attempt=attempt,
+        state=AttemptState(state),
+        scheduled_epoch=scheduled,
+        started_epoch=started,
+        ended_epoch=ended,
+        wait_before_s=wait_s,
+        error=error,
+        owner=owner,
+    )

@@ -1,0 +1,127 @@
+"""A backend in this process's memory: for tests and exploration."""
+
+from __future__ import annotations
+
+import threading
+import time
+from ..errors import BackendError
+from .base import (
+    AttemptRecord,
+    Lease,
+    LocalLeases,
+    RunRecord,
+    RunSnapshot,
+    WriteBatch,
+    is_runnable,
+    with_update,
+)
+
+
+class InMemoryBackend:
+    """Keeps everything in dictionaries; nothing survives the process.
+
+    Use it in your own tests and to explore: it honours the same contract as
+    the DuckDB and PostgreSQL backends, leases and fencing included.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.RLock()
+        self._runs: dict[str, RunRecord] = {}
+        self._checkpoints: dict[str, dict[str, str]] = {}
+        self._attempts: dict[str, dict[tuple[str, int], AttemptRecord]] = {}
+        self._leases = LocalLeases()
+
+    def __repr__(self) -> str:
+        return f"InMemoryBackend({len(self._runs)} runs)"
+
+    def create_run(
+        self, record: RunRecord, attempts: tuple[AttemptRecord, ...] = ()
+    ) -> tuple[RunRecord, bool]:
+        with self._lock:
+            existing = self._runs.get(record.run_id)
+            if existing is not None:
+                return existing, False
+            self._store_new(record, attempts)
+            return record, True
+
+    def reset_run(
+        self, lease: Lease, record: RunRecord, attempts: tuple[AttemptRecord, ...] = ()
+    ) -> None:
+        with self._lock:
+            self._leases.check(lease)
+            self._store_new(record, attempts)
+
+    def _store_new(self, record: RunRecord, attempts: tuple[AttemptRecord, ...]) -> None:
+        self._runs[record.run_id] = record
+        self._checkpoints[record.run_id] = {}
+        self._attempts[record.run_id] = {(a.step_id, a.attempt): a for a in attempts}
+
+    def get_run(self, run_id: str) -> RunRecord | None:
+        return self._runs.get(run_id)
+
+    def load(self, run_id: str) -> RunSnapshot | None:
+        with self._lock:
+            run = self._runs.get(run_id)
+            if run is None:
+                return None
+            return RunSnapshot(
+                run=run,
+                checkpoints=dict(self._checkpoints[run_id]),
+                attempts=tuple(self.attempts(run_id)),
+            )
+
+    def attempts(self, run_id: str) -> list[AttemptRecord]:
+        with self._lock:
+            rows = self._attempts.get(run_id, {})
+            return [rows[key] for key in sorted(rows)]
+
+    def list_runs(self) -> list[RunRecord]:
+        with self._lock:
+            return sorted(self._runs.values(), key=lambda r: r.created_epoch)
+
+    def claim(self, run_id: str, owner: str, lease_s: float) -> Lease | None:
+        return self._leases.claim(run_id, owner, lease_s)
+
+    def claim_next(self, owner: str, lease_s: float, now_epoch: float) -> Lease | None:
+        with self._lock:
+            leased = self._leases.leased()
+            due = [r for r in self._runs.values() if is_runnable(r, leased, now_epoch)]
+            for run in sorted(due, key=lambda r: (r.wake_epoch or 0, r.created_epoch)):
+                lease = self._leases.claim(run.run_id, owner, lease_s)
+                if lease is not None:
+                    return lease
+            return None
+
+    def current_lease(self, run_id: str) -> Lease | None:
+        return self._leases.current(run_id)
+
+    def renew(self, lease: Lease, lease_s: float) -> Lease:
+        return self._leases.renew(lease, lease_s)
+
+    def release(self, lease: Lease) -> None:
+        self._leases.release(lease)
+
+    def revoke(self, run_id: str) -> None:
+        self._leases.revoke(run_id)
+
+    def write(self, lease: Lease, batch: WriteBatch) -> None:
+        with self._lock:
+            self._leases.check(lease)
+            run_id = lease.run_id
+            checkpoints = self._checkpoints[run_id]
+            point = batch.checkpoint
+            if point is not None and point.step_id in checkpoints:
+                raise BackendError(
+                    f"run {run_id!r} already has a checkpoint for step "
+                    f"{point.step_id!r}; nothing was written."
+                )
+            attempts = self._attempts[run_id]
+            for attempt in batch.attempts:
+                attempts[(attempt.step_id, attempt.attempt)] = attempt
+            if point is not None:
+                checkpoints[point.step_id] = point.output_json
+            if batch.run is not None:
+                self._runs[run_id] = with_update(self._runs[run_id], batch.run, time.time())
+
+    def close(self) -> None:
+        pass

@@ -1,0 +1,444 @@
+"""Executing one run: the step loop and the attempt loop.
+
+For every step not yet checkpointed the attempt loop does, in order: record
+the attempt's start, run the task with its deadline, persist the outcome
+(checkpoint and progress in one transaction), and decide on a retry. The
+start of an attempt that follows a commit directly is written in that
+commit's transaction, so a step costs one transaction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextvars
+import logging
+import threading
+import time
+import warnings
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, replace
+from typing import Any
+
+from .backends.base import (
+    AttemptRecord,
+    Backend,
+    Checkpoint,
+    Lease,
+    RunSnapshot,
+    RunUpdate,
+    WriteBatch,
+)
+from .codec import Codec
+from .errors import CodecError, UnenforceableTimeoutWarning
+from .interrupt import INLINE
+from .status import AttemptState, ErrorInfo, RunState
+from .workflow import RunContext, Step, Workflow
+
+logger = logging.getLogger(__name__)
+
+_CONTEXT: contextvars.ContextVar[RunContext] = contextvars.ContextVar(
+    "sayiir_nb_run_context"
+)
+
+
+def current_context() -> RunContext:
+    """The :class:`RunContext` of the task being executed, for code that
+    cannot take a ``ctx`` parameter.
+
+    Raises
+    ------
+    LookupError
+        When called outside a task run by a runner.
+    """
+    try:
+        return _CONTEXT.get()
+    except LookupError:
+        raise LookupError(
+            "current_context() was called outside a task run by a runner."
+        ) from None
+_INTERRUPTS = (KeyboardInterrupt, SystemExit, asyncio.CancelledError)
+_FAILED = (AttemptState.FAILED, AttemptState.TIMED_OUT)
+
+
+class StepFailed(Exception):
+    """Internal: a step failed for good; carries the stored error."""
+
+    def __init__(self, error: ErrorInfo) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+class RunStopped(BaseException):
+    """Internal: the run was interrupted; carries what to record."""
+
+    def __init__(self, cause: BaseException, attempt: AttemptRecord | None) -> None:
+        super().__init__(repr(cause))
+        self.cause = cause
+        self.attempt = attempt
+
+
+@dataclass
+class _Outcome:
+    value: Any = None
+    error: BaseException | None = None
+    timed_out: bool = False
+
+
+class _LazyOutputs(Mapping[str, Any]):
+    """Outputs of earlier steps, decoded when first read."""
+
+    def __init__(self, codec: Codec) -> None:
+        self._codec = codec
+        self._encoded: dict[str, str] = {}
+        self._decoded: dict[str, Any] = {}
+
+    def add(self, step_id: str, encoded: str, decoded: Any = ...) -> None:
+        self._encoded[step_id] = encoded
+        if decoded is not ...:
+            self._decoded[step_id] = decoded
+
+    def __getitem__(self, step_id: str) -> Any:
+        if step_id not in self._decoded:
+            self._decoded[step_id] = self._codec.decode(self._encoded[step_id])
+        return self._decoded[step_id]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._encoded)
+
+    def __len__(self) -> int:
+        return len(self._encoded)
+
+
+class RunExecution:
+    """Executes the remaining steps of one run under one lease."""
+
+    def __init__(
+        self,
+        *,
+        backend: Backend,
+        codec: Codec,
+        workflow: Workflow,
+        lease: Lease,
+        snapshot: RunSnapshot,
+        owner: str,
+        started_ahead: AttemptRecord | None = None,
+    ) -> None:
+        self.backend = backend
+        self.codec = codec
+        self.workflow = workflow
+        self.lease = lease
+        self.snapshot = snapshot
+        self.owner = owner
+        self.run_id = snapshot.run.run_id
+        self.outputs = _LazyOutputs(codec)
+        self._started_ahead = started_ahead
+        self._input = ...
+
+    @property
+    def input(self) -> Any:
+        if self._input is ...:
+            self._input = self.codec.decode(self.snapshot.run.input_json)
+        return self._input
+
+    async def execute(self) -> tuple[RunState, str | None, ErrorInfo | None]:
+        """Run every pending step; return the final state, output and error.
+
+        Raises ``KeyboardInterrupt``/``CancelledError`` after recording the
+        run as interrupted.
+        """
+        steps = self.workflow.steps
+        first = self._first_pending(steps)
+        value = self.input if first == 0 else self.outputs[steps[first - 1].step_id]
+        if first == len(steps):
+            return self._finish_without_steps(steps)
+        try:
+            for index in range(first, len(steps)):
+                is_last = index == len(steps) - 1
+                nxt = None if is_last else steps[index + 1]
+                value, encoded = await self._run_step(steps[index], value, nxt)
+            return RunState.COMPLETED, encoded, None
+        except StepFailed as failed:
+            return RunState.FAILED, None, failed.error
+        except RunStopped as stopped:
+            self._record_interrupt(stopped.attempt)
+            raise stopped.cause from None
+
+    def _first_pending(self, steps: tuple[Step, ...]) -> int:
+        done = self.snapshot.checkpoints
+        index = 0
+        while index < len(steps) and steps[index].step_id in done:
+            self.outputs.add(steps[index].step_id, done[steps[index].step_id])
+            index += 1
+        return index
+
+    def _finish_without_steps(
+        self, steps: tuple[Step, ...]
+    ) -> tuple[RunState, str | None, ErrorInfo | None]:
+        encoded = self.snapshot.checkpoints[steps[-1].step_id]
+        self._write(WriteBatch(run=RunUpdate(state=RunState.COMPLETED, output_json=encoded)))
+        return RunState.COMPLETED, encoded, None
+
+    async def _run_step(self, step: Step, value: Any, nxt: Step | None) -> tuple[Any, str]:
+        policy = step.task.options.retry
+        history = [a for a in self.snapshot.attempts if a.step_id == step.step_id]
+        failures = sum(1 for a in history if a.state in _FAILED)
+        number = max((a.attempt for a in history), default=0)
+        pending = history[-1] if history and history[-1].state is AttemptState.SCHEDULED else None
+        stale = [
+            replace(a, state=AttemptState.INTERRUPTED, ended_epoch=time.time())
+            for a in history
+            if a.state is AttemptState.RUNNING
+        ]
+
+        while True:
+            ahead, self._started_ahead = self._started_ahead, None
+            if pending is not None:
+                await self._wait_until(pending)
+                start = replace(pending, state=AttemptState.RUNNING, started_epoch=time.time())
+            elif ahead is not None and ahead.step_id == step.step_id and not history:
+                start = ahead
+            else:
+                start = self._new_attempt(step, number + 1, AttemptState.RUNNING)
+            number = start.attempt
+            if start is not ahead:
+                self._write(WriteBatch(attempts=(*stale, start)))
+            stale = []
+            _log_attempt_start(start)
+
+            outcome = await self._attempt(step, value, start)
+            encoded = None
+            if outcome.error is None:
+                try:
+                    encoded = self.codec.encode(outcome.value)
+                except CodecError as error:
+                    outcome = _Outcome(error=_refused(step, error))
+            if encoded is not None:
+                return self._commit_success(step, start, encoded, nxt)
+
+            failures += 1
+            ended = _ended(start, outcome)
+            retry = not isinstance(outcome.error, CodecError) and policy.should_retry(
+                outcome.error, failures
+            )
+            if not retry:
+                self._commit_failure(step, ended)
+                raise StepFailed(ended.error)
+            wait_s = policy.wait_before_retry_s(failures)
+            pending = self._new_attempt(step, number + 1, AttemptState.SCHEDULED, wait_s)
+            self._write(WriteBatch(attempts=(ended, pending)))
+            _log_retry(ended, wait_s)
+
+    def _new_attempt(
+        self, step: Step, number: int, state: AttemptState, wait_s: float = 0.0
+    ) -> AttemptRecord:
+        now = time.time()
+        return AttemptRecord(
+            run_id=self.run_id,
+            step_id=step.step_id,
+            task_name=step.task.name,
+            attempt=number,
+            state=state,
+            scheduled_epoch=now + wait_s,
+            started_epoch=now if state is AttemptState.RUNNING else None,
+            wait_before_s=wait_s,
+            owner=self.owner,
+        )
+
+    async def _wait_until(self, pending: AttemptRecord) -> None:
+        delay = (pending.scheduled_epoch or 0) - time.time()
+        if delay > 0:
+            try:
+                await asyncio.sleep(delay)
+            except _INTERRUPTS as error:
+                raise RunStopped(error, None) from None
+
+    async def _attempt(self, step: Step, value: Any, start: AttemptRecord) -> _Outcome:
+        ctx = RunContext(
+            run_id=self.run_id,
+            workflow_name=self.workflow.name,
+            step_id=step.step_id,
+            attempt=start.attempt,
+            input=self.input,
+            outputs=self.outputs,
+        )
+        token = _CONTEXT.set(ctx)
+        try:
+            return _Outcome(value=await _invoke(step, value, ctx))
+        except TimeoutError as error:
+            return _Outcome(error=error, timed_out=getattr(error, "_sayiir_deadline", False))
+        except Exception as error:
+            return _Outcome(error=error)
+        except _INTERRUPTS as error:
+            ended = replace(start, state=AttemptState.INTERRUPTED, ended_epoch=time.time())
+            raise RunStopped(error, ended) from None
+        finally:
+            _CONTEXT.reset(token)
+
+    def _commit_success(
+        self, step: Step, start: AttemptRecord, encoded: str, nxt: Step | None
+    ) -> tuple[Any, str]:
+        now = time.time()
+        done = replace(start, state=AttemptState.SUCCEEDED, ended_epoch=now)
+        point = Checkpoint(
+            run_id=self.run_id, step_id=step.step_id, output_json=encoded, created_epoch=now
+        )
+        if nxt is None:
+            update = RunUpdate(state=RunState.COMPLETED, output_json=encoded)
+            self._write(WriteBatch(attempts=(done,), checkpoint=point, run=update))
+        else:
+            ahead = self._new_attempt(nxt, 1, AttemptState.RUNNING)
+            self._write(WriteBatch(attempts=(done, ahead), checkpoint=point))
+            self._started_ahead = ahead
+        _log_attempt_end(done)
+        value = self.codec.decode(encoded)
+        self.outputs.add(step.step_id, encoded, value)
+        return value, encoded
+
+    def _commit_failure(self, step: Step, ended: AttemptRecord) -> None:
+        update = RunUpdate(state=RunState.FAILED, error=ended.error)
+        self._write(WriteBatch(attempts=(ended,), run=update))
+        logger.error(
+            "step %s of run %s failed after %d attempt(s): %s",
+            step.step_id,
+            self.run_id,
+            ended.attempt,
+            ended.error,
+            extra=_extra("step.failed", ended),
+        )
+
+    def _record_interrupt(self, attempt: AttemptRecord | None) -> None:
+        attempts = (attempt,) if attempt is not None else ()
+        self._write(WriteBatch(attempts=attempts, run=RunUpdate(state=RunState.INTERRUPTED)))
+
+    def _write(self, batch: WriteBatch) -> None:
+        self.backend.write(self.lease, batch)
+
+
+async def _invoke(step: Step, value: Any, ctx: RunContext) -> Any:
+    task = step.task
+    args = (value,) if task.takes_value else ()
+    kwargs = {task.context_param: ctx} if task.context_param else {}
+    timeout_s = task.options.timeout_s
+    if task.is_async:
+        if timeout_s is None:
+            return await task.fn(*args, **kwargs)
+        return await _with_deadline(task.fn(*args, **kwargs), timeout_s, task.name)
+    if timeout_s is None:
+        with INLINE.inline():
+            return task.fn(*args, **kwargs)
+    return await _in_thread(step, args, kwargs, timeout_s)
+
+
+async def _with_deadline(coro: Any, timeout_s: float, name: str) -> Any:
+    try:
+        async with asyncio.timeout(timeout_s) as scope:
+            return await coro
+    except TimeoutError as error:
+        if scope.expired():
+            raise _deadline_error(name, timeout_s) from error
+        raise
+
+
+async def _in_thread(step: Step, args: tuple[Any, ...], kwargs: dict[str, Any], timeout_s: float) -> Any:
+    future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+    context = contextvars.copy_context()
+
+    def target() -> None:
+        try:
+            result = context.run(step.task.fn, *args, **kwargs)
+        except BaseException as error:
+            future.set_exception(error)
+        else:
+            future.set_result(result)
+
+    name = f"sayiir-task-{step.step_id}"
+    threading.Thread(target=target, name=name, daemon=True).start()
+    waiting = asyncio.wrap_future(future)
+    done, _ = await asyncio.wait({waiting}, timeout=timeout_s)
+    if waiting in done:
+        return waiting.result()
+    waiting.cancel()
+    warnings.warn(
+        UnenforceableTimeoutWarning(
+            f"task {step.task.name!r} (step {step.step_id!r}) is still running after "
+            f"its timeout of {timeout_s:g}s. Python cannot kill a thread, so it keeps "
+            "running in the background and its late result will be discarded. Make "
+            "the task async, or have it check its own deadline, to stop it for real."
+        ),
+        stacklevel=2,
+    )
+    raise _deadline_error(step.task.name, timeout_s)
+
+
+def _deadline_error(name: str, timeout_s: float) -> TimeoutError:
+    error = TimeoutError(f"task {name!r} timed out after {timeout_s:g}s")
+    error._sayiir_deadline = True  # type: ignore[attr-defined]
+    return error
+
+
+def _refused(step: Step, error: CodecError) -> CodecError:
+    message = (
+        f"task {step.task.name!r} (step {step.step_id!r}) returned a value that "
+        f"cannot be stored: output{error.path} is of type {error.type_name}; "
+        f"{error.reason} Nothing was stored for this attempt."
+    )
+    return CodecError(message, path=error.path, type_name=error.type_name, reason=error.reason)
+
+
+def _ended(start: AttemptRecord, outcome: _Outcome) -> AttemptRecord:
+    assert outcome.error is not None
+    state = AttemptState.TIMED_OUT if outcome.timed_out else AttemptState.FAILED
+    return replace(
+        start,
+        state=state,
+        ended_epoch=time.time(),
+        error=ErrorInfo.from_exception(outcome.error, step_id=start.step_id),
+    )
+
+
+def _extra(event: str, attempt: AttemptRecord) -> dict[str, Any]:
+    return {
+        "event": event,
+        "run_id": attempt.run_id,
+        "step": attempt.step_id,
+        "attempt": attempt.attempt,
+    }
+
+
+def _log_attempt_start(attempt: AttemptRecord) -> None:
+    if logger.isEnabledFor(logging.INFO):
+        logger.info(
+            "attempt %d of step %s (run %s) started",
+            attempt.attempt,
+            attempt.step_id,
+            attempt.run_id,
+            extra=_extra("attempt.start", attempt),
+        )
+
+
+def _log_attempt_end(attempt: AttemptRecord) -> None:
+    if logger.isEnabledFor(logging.INFO):
+        took = (attempt.ended_epoch or 0) - (attempt.started_epoch or 0)
+        logger.info(
+            "attempt %d of step %s (run %s) %s in %.3fs",
+            attempt.attempt,
+            attempt.step_id,
+            attempt.run_id,
+            attempt.state.value,
+            took,
+            extra={**_extra("attempt.end", attempt), "duration_s": took},
+        )
+
+
+def _log_retry(attempt: AttemptRecord, wait_s: float) -> None:
+    logger.warning(
+        "attempt %d of step %s (run %s) %s: %s; retrying in %.3fs",
+        attempt.attempt,
+        attempt.step_id,
+        attempt.run_id,
+        attempt.state.value,
+        attempt.error,
+        wait_s,
+        extra={**_extra("attempt.retry", attempt), "wait_s": wait_s},
+    )

@@ -1,0 +1,184 @@
+"""Running the async engine from sync code, and stopping it on an interrupt.
+
+Two situations need care:
+
+* No event loop runs in the calling thread (a script, a test): the engine
+  runs on a fresh loop in that thread. Sync tasks without a timeout are called
+  directly, so Ctrl-C (SIGINT) raises ``KeyboardInterrupt`` inside the task if
+  one is running, and cancels the run otherwise.
+* An event loop already runs in the calling thread (Jupyter, or code under
+  ``asyncio.run``): the engine runs on a loop of its own in a helper thread
+  while the caller waits. A ``KeyboardInterrupt`` raised in the caller (the
+  kernel's interrupt) cancels the engine's run and raises
+  ``KeyboardInterrupt`` inside a sync task that is running on the helper
+  thread. A task blocked in C code (``time.sleep``, a socket read) only sees it
+  when it returns to Python; if the engine has not stopped within the grace
+  period the caller takes the run over and marks it interrupted, and the late
+  result of the task is discarded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import signal
+import threading
+from collections.abc import Callable, Coroutine, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+
+def _set_async_exc(ident: int, exc: type[BaseException] | None) -> None:
+    """Schedule ``exc`` in thread ``ident`` (``None`` clears a pending one)."""
+    argument = None if exc is None else ctypes.py_object(exc)
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(ident), argument)
+
+
+class InlineCalls:
+    """Which threads are inside a directly-called sync task right now."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._depth: dict[int, int] = {}
+        self._sent: set[int] = set()
+
+    @contextmanager
+    def inline(self) -> Iterator[None]:
+        """Mark the current thread as running task code for the block."""
+        ident = threading.get_ident()
+        with self._lock:
+            self._depth[ident] = self._depth.get(ident, 0) + 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                depth = self._depth.pop(ident) - 1
+                if depth:
+                    self._depth[ident] = depth
+                elif ident in self._sent:
+                    self._sent.discard(ident)
+                    _set_async_exc(ident, None)  # drop an interrupt that came late
+
+    def active(self, ident: int) -> bool:
+        return ident in self._depth
+
+    def interrupt(self, ident: int) -> bool:
+        """Raise ``KeyboardInterrupt`` in thread ``ident`` if it is in task
+        code; return whether it was."""
+        with self._lock:
+            if ident not in self._depth:
+                return False
+            self._sent.add(ident)
+            _set_async_exc(ident, KeyboardInterrupt)
+            return True
+
+
+INLINE = InlineCalls()
+
+
+def has_running_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
+def run_here(make: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    """Run a coroutine on a new loop in this thread; Ctrl-C interrupts it."""
+    loop = asyncio.new_event_loop()
+    main = loop.create_task(make())
+    interrupted = threading.Event()
+
+    def on_sigint(signum: int, frame: Any) -> None:
+        if INLINE.active(threading.get_ident()):
+            raise KeyboardInterrupt
+        interrupted.set()
+        loop.call_soon_threadsafe(main.cancel)
+
+    previous = _install_sigint(on_sigint)
+    try:
+        return loop.run_until_complete(main)
+    except asyncio.CancelledError:
+        if interrupted.is_set():
+            raise KeyboardInterrupt from None
+        raise
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+        _close_loop(loop)
+
+
+def run_in_thread(
+    make: Callable[[], Coroutine[Any, Any, T]],
+    *,
+    name: str,
+    grace_s: float,
+    abandon: Callable[[], None],
+) -> T:
+    """Run a coroutine on a loop in a helper thread and wait for it.
+
+    On ``KeyboardInterrupt`` in the waiting thread, cancel the coroutine and
+    interrupt the task code it runs; if it has not stopped after ``grace_s``
+    seconds call ``abandon`` (which takes the run over), then re-raise.
+    """
+    started = threading.Event()
+    done = threading.Event()
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+        box["loop"] = loop
+        box["task"] = loop.create_task(make())
+        started.set()
+        try:
+            box["value"] = loop.run_until_complete(box["task"])
+        except BaseException as error:
+            box["error"] = error
+        finally:
+            _close_loop(loop)
+            done.set()
+
+    thread = threading.Thread(target=target, name=name, daemon=True)
+    thread.start()
+    try:
+        while not done.wait(0.05):
+            pass
+    except KeyboardInterrupt:
+        started.wait()
+        box["loop"].call_soon_threadsafe(box["task"].cancel)
+        if thread.ident is not None:
+            INLINE.interrupt(thread.ident)
+        if not done.wait(grace_s):
+            abandon()
+        raise
+    if "error" in box:
+        error = box["error"]
+        if isinstance(error, asyncio.CancelledError | KeyboardInterrupt):
+            raise KeyboardInterrupt from None
+        raise error
+    return box["value"]
+
+
+def _install_sigint(handler: Callable[[int, Any], None]) -> Any:
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        return None
+    return signal.signal(signal.SIGINT, handler)
+
+
+def _close_loop(loop: asyncio.AbstractEventLoop) -> None:
+    try:
+        pending = [t for t in asyncio.all_tasks(loop) if not t.done()]
+        for leftover in pending:
+            leftover.cancel()
+        if pending:
+            loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+        loop.run_until_complete(loop.shutdown_asyncgens())
+    finally:
+        loop.close()

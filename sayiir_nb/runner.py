@@ -1,0 +1,372 @@
+"""The checkpointing runner: the public entry point for running workflows."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import itertools
+import json
+import logging
+import os
+import socket
+import time
+import uuid
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from .backends.base import AttemptRecord, Backend, Lease, RunRecord, RunSnapshot, RunUpdate, WriteBatch
+from .codec import Codec, JsonCodec
+from .errors import (
+    DefinitionMismatchError,
+    InputMismatchError,
+    LeaseLostError,
+    RunNotFoundError,
+)
+from .execution import RunExecution
+from .interrupt import has_running_loop, run_here, run_in_thread
+from .registry import WorkflowRegistry
+from .status import AttemptState, RunState, StepStatus, WorkflowStatus
+from .workflow import Workflow
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_STORE = "sayiir_nb.duckdb"
+STORE_ENV = "SAYIIR_NB_STORE"
+
+
+def default_store_path() -> Path:
+    """Where ``CheckpointingRunner()`` keeps its DuckDB file: the path in the
+    ``SAYIIR_NB_STORE`` environment variable, else ``sayiir_nb.duckdb`` in the
+    current working directory (for a notebook, the notebook's folder)."""
+    return Path(os.environ.get(STORE_ENV) or Path.cwd() / DEFAULT_STORE).resolve()
+
+
+class CheckpointingRunner:
+    """Runs workflows step by step, checkpointing every completed step.
+
+    Parameters
+    ----------
+    backend
+        Where runs live. By default a :class:`~sayiir_nb.DuckDBBackend` on
+        :func:`default_store_path`, so checkpoints survive a kernel restart.
+    codec
+        How inputs and outputs are stored; :class:`~sayiir_nb.JsonCodec` by
+        default.
+    workflows
+        A registry the runner adds every workflow it runs to.
+    interrupt_grace_s
+        After an interrupt, how long to wait for a sync task to give control
+        back before the run is marked interrupted without it.
+
+    Notes
+    -----
+    Steps run at least once: a completed step never runs again for its run,
+    but a step interrupted mid-way (crash, kill, kernel restart) runs again
+    from its start when the run is resumed.
+    """
+
+    def __init__(
+        self,
+        backend: Backend | None = None,
+        *,
+        codec: Codec | None = None,
+        workflows: WorkflowRegistry | None = None,
+        interrupt_grace_s: float = 1.0,
+    ) -> None:
+        if backend is None:
+            from .backends.duckdb import DuckDBBackend
+
+            backend = DuckDBBackend(default_store_path())
+        self.backend = backend
+        self.codec = codec or JsonCodec()
+        self.workflows = workflows if workflows is not None else WorkflowRegistry()
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.interrupt_grace_s = interrupt_grace_s
+        self._calls = itertools.count(1)
+
+    def __repr__(self) -> str:
+        return f"CheckpointingRunner({self.backend!r})"
+
+    def run(
+        self, workflow: Workflow, run_id: str, input: Any = None, *, restart: bool = False
+    ) -> WorkflowStatus:
+        """Run (or resume) ``run_id`` of ``workflow`` and wait for its end.
+
+        Works in plain scripts and inside a running event loop (a notebook
+        cell): there the engine runs on a helper thread, and async tasks run
+        on that thread's loop; use ``await runner.arun(...)`` for async tasks
+        that need objects bound to the notebook's loop.
+
+        Parameters
+        ----------
+        run_id
+            The run's id. A completed run id returns its stored result without
+            running anything; an interrupted or crashed one resumes.
+        input
+            The input of the first step. A run id that exists with another
+            input is refused with :class:`InputMismatchError`.
+        restart
+            Discard the run's checkpoints and history and start it over (also
+            allowed when the input or the definition changed).
+
+        Raises
+        ------
+        KeyboardInterrupt
+            When interrupted; the run is then recorded as interrupted and
+            resumes on the next call.
+        """
+
+        def make() -> Any:
+            return self.arun(workflow, run_id, input, restart=restart)
+
+        if not has_running_loop():
+            return run_here(make)
+        return run_in_thread(
+            make,
+            name=f"sayiir-run-{run_id}",
+            grace_s=self.interrupt_grace_s,
+            abandon=lambda: self._abandon(run_id),
+        )
+
+    async def arun(
+        self, workflow: Workflow, run_id: str, input: Any = None, *, restart: bool = False
+    ) -> WorkflowStatus:
+        """The async form of :meth:`run`; async tasks run on the caller's loop."""
+        self.workflows.register(workflow)
+        input_json = self.codec.encode(input)
+        digest = _digest(input_json)
+        existing = self.backend.get_run(run_id)
+        if existing is not None and not restart:
+            self._check_compatible(workflow, existing, input_json, digest)
+            if existing.state.is_finished:
+                return self._status(existing.run_id, workflow)
+
+        lease = await self._claim(run_id)
+        try:
+            return await self._execute_claimed(workflow, lease, input_json, digest, restart)
+        except LeaseLostError:
+            logger.warning(
+                "run %s was taken over by another owner; this call stops",
+                run_id,
+                extra={"event": "run.lease_lost", "run_id": run_id},
+            )
+            return self._status(run_id, workflow)
+        finally:
+            self.backend.release(lease)
+
+    def status(self, run_id: str) -> WorkflowStatus:
+        """The stored state of ``run_id``, without running anything.
+
+        Raises
+        ------
+        RunNotFoundError
+            If no run has that id in this backend.
+        """
+        workflow = None
+        run = self.backend.get_run(run_id)
+        if run is not None and run.workflow_name in self.workflows:
+            workflow = self.workflows.get(run.workflow_name)
+        return self._status(run_id, workflow)
+
+    def close(self) -> None:
+        """Close the backend (releases the DuckDB file for other processes)."""
+        self.backend.close()
+
+    def __enter__(self) -> CheckpointingRunner:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    async def _execute_claimed(
+        self, workflow: Workflow, lease: Lease, input_json: str, digest: str, restart: bool
+    ) -> WorkflowStatus:
+        run_id = lease.run_id
+        snapshot = self.backend.load(run_id)
+        started_ahead = None
+        if snapshot is None or restart:
+            record = self._new_record(workflow, run_id, input_json, digest)
+            started_ahead = self._first_attempt(workflow, run_id)
+            if snapshot is None:
+                self.backend.create_run(record, (started_ahead,))
+            else:
+                self.backend.reset_run(lease, record, (started_ahead,))
+            snapshot = RunSnapshot(run=record)
+        else:
+            self._check_compatible(workflow, snapshot.run, input_json, digest)
+            if snapshot.run.state.is_finished:
+                return self._status(run_id, workflow)
+            self.backend.write(lease, WriteBatch(run=RunUpdate(state=RunState.RUNNING)))
+
+        logger.info(
+            "run %s of workflow %s started",
+            run_id,
+            workflow.name,
+            extra={"event": "run.start", "run_id": run_id, "workflow": workflow.name},
+        )
+        began = time.perf_counter()
+        execution = RunExecution(
+            backend=self.backend,
+            codec=self.codec,
+            workflow=workflow,
+            lease=lease,
+            snapshot=snapshot,
+            owner=self.owner,
+            started_ahead=started_ahead,
+        )
+        try:
+            state, _, error = await execution.execute()
+        except (KeyboardInterrupt, asyncio.CancelledError, SystemExit):
+            logger.info(
+                "run %s interrupted",
+                run_id,
+                extra={"event": "run.interrupted", "run_id": run_id},
+            )
+            raise
+        took = time.perf_counter() - began
+        logger.info(
+            "run %s %s in %.3fs",
+            run_id,
+            state.value,
+            took,
+            extra={"event": "run.end", "run_id": run_id, "state": state.value, "duration_s": took},
+        )
+        return self._status(run_id, workflow)
+
+    def _new_record(
+        self, workflow: Workflow, run_id: str, input_json: str, digest: str
+    ) -> RunRecord:
+        now = time.time()
+        return RunRecord(
+            run_id=run_id,
+            workflow_name=workflow.name,
+            definition_hash=workflow.definition_hash,
+            state=RunState.RUNNING,
+            input_json=input_json,
+            input_digest=digest,
+            codec=self.codec.name,
+            created_epoch=now,
+            updated_epoch=now,
+        )
+
+    def _first_attempt(self, workflow: Workflow, run_id: str) -> AttemptRecord:
+        step = workflow.steps[0]
+        now = time.time()
+        return AttemptRecord(
+            run_id=run_id,
+            step_id=step.step_id,
+            task_name=step.task.name,
+            attempt=1,
+            state=AttemptState.RUNNING,
+            scheduled_epoch=now,
+            started_epoch=now,
+            owner=self.owner,
+        )
+
+    async def _claim(self, run_id: str) -> Lease:
+        """Take the run's lease, waiting while another caller holds it."""
+        owner = f"{self.owner}/{next(self._calls)}"
+        delay = 0.005
+        while True:
+            lease = self.backend.claim(run_id, owner, lease_s=30.0)
+            if lease is not None:
+                return lease
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.1)
+
+    def _check_compatible(
+        self, workflow: Workflow, run: RunRecord, input_json: str, digest: str
+    ) -> None:
+        if run.workflow_name != workflow.name or run.definition_hash != workflow.definition_hash:
+            raise DefinitionMismatchError(
+                f"run {run.run_id!r} was started by workflow {run.workflow_name!r} "
+                f"with definition {run.definition_hash[:12]}, but workflow "
+                f"{workflow.name!r} now has definition {workflow.definition_hash[:12]}. "
+                "Use a new run id, or pass restart=True to start this run over."
+            )
+        if run.input_digest != digest:
+            raise InputMismatchError(
+                f"run {run.run_id!r} exists with input {_preview(run.input_json)}, "
+                f"not {_preview(input_json)}. Use a new run id, or pass restart=True "
+                "to start this run over with the new input."
+            )
+
+    def _status(self, run_id: str, workflow: Workflow | None) -> WorkflowStatus:
+        snapshot = self.backend.load(run_id)
+        if snapshot is None:
+            raise RunNotFoundError(f"no run with id {run_id!r} in {self.backend!r}.")
+        run = snapshot.run
+        state = run.state
+        if state is RunState.RUNNING and self.backend.current_lease(run_id) is None:
+            state = RunState.INTERRUPTED
+        output = None
+        if state is RunState.COMPLETED and run.output_json is not None:
+            output = self.codec.decode(run.output_json)
+        return WorkflowStatus(
+            run_id=run_id,
+            workflow_name=run.workflow_name,
+            state=state,
+            output=output,
+            error=run.error,
+            definition_hash=run.definition_hash,
+            steps=_step_statuses(snapshot, workflow),
+            wake_at_epoch=run.wake_epoch,
+        )
+
+    def _abandon(self, run_id: str) -> None:
+        """Take a run over from an engine thread that did not stop in time
+        and record it as interrupted; that thread's later writes are refused."""
+        self.backend.revoke(run_id)
+        lease = self.backend.claim(run_id, f"{self.owner}/interrupt", lease_s=30.0)
+        if lease is None:
+            return
+        try:
+            now = time.time()
+            running = [
+                replace(a, state=AttemptState.INTERRUPTED, ended_epoch=now)
+                for a in self.backend.attempts(run_id)
+                if a.state is AttemptState.RUNNING
+            ]
+            batch = WriteBatch(attempts=tuple(running), run=RunUpdate(state=RunState.INTERRUPTED))
+            self.backend.write(lease, batch)
+        finally:
+            self.backend.release(lease)
+
+
+def _digest(input_json: str) -> str:
+    canonical = json.dumps(json.loads(input_json), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _preview(encoded: str, limit: int = 80) -> str:
+    return encoded if len(encoded) <= limit else encoded[: limit - 3] + "..."
+
+
+def _step_statuses(snapshot: RunSnapshot, workflow: Workflow | None) -> tuple[StepStatus, ...]:
+    by_step: dict[str, list[AttemptRecord]] = {}
+    for attempt in snapshot.attempts:
+        by_step.setdefault(attempt.step_id, []).append(attempt)
+    if workflow is not None:
+        order = [(s.step_id, s.task.name) for s in workflow.steps]
+    else:
+        order = [(step, rows[0].task_name) for step, rows in by_step.items()]
+    statuses = []
+    for step_id, task_name in order:
+        rows = by_step.get(step_id, [])
+        last = rows[-1] if rows else None
+        duration = None
+        if last is not None and last.started_epoch and last.ended_epoch:
+            duration = last.ended_epoch - last.started_epoch
+        failed = [a for a in rows if a.error is not None]
+        statuses.append(
+            StepStatus(
+                step_id=step_id,
+                task_name=task_name,
+                state=last.state.value if last else "pending",
+                attempts=len([a for a in rows if a.state is not AttemptState.SCHEDULED]),
+                duration_s=duration,
+                error=failed[-1].error if failed else None,
+            )
+        )
+    return tuple(statuses)
