@@ -17,9 +17,9 @@ logging.getLogger(__name__).addHandler(logging.NullHandler())
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "task": "task",
-    "Task": "task",
-    "RetryPolicy": "task",
+    "task": "tasks",
+    "Task": "tasks",
+    "RetryPolicy": "tasks",
     "Flow": "workflow",
     "Workflow": "workflow",
     "RunContext": "workflow",
@@ -95,5 +95,5 @@ if TYPE_CHECKING:
     from .registry import TaskRegistry, WorkflowRegistry
     from .runner import CheckpointingRunner, default_store_path
     from .status import AttemptState, ErrorInfo, RunState, StepStatus, WorkflowStatus
-    from .task import RetryPolicy, Task, task
+    from .tasks import RetryPolicy, Task, task
     from .workflow import Flow, RunContext, Workflow

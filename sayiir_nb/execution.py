@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import contextvars
+import functools
 import logging
 import threading
 import time
@@ -345,12 +347,16 @@ async def _in_thread(step: Step, args: tuple[Any, ...], kwargs: dict[str, Any], 
     context = contextvars.copy_context()
 
     def target() -> None:
+        if not future.set_running_or_notify_cancel():
+            return
         try:
             result = context.run(step.task.fn, *args, **kwargs)
         except BaseException as error:
-            future.set_exception(error)
+            outcome = functools.partial(future.set_exception, error)
         else:
-            future.set_result(result)
+            outcome = functools.partial(future.set_result, result)
+        with contextlib.suppress(concurrent.futures.InvalidStateError):
+            outcome()  # refused once the runner gave up waiting: result discarded
 
     name = f"sayiir-task-{step.step_id}"
     threading.Thread(target=target, name=name, daemon=True).start()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 
-from .task import Task
+from .tasks import Task
 from .workflow import Workflow
 
 

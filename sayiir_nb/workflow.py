@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .errors import DefinitionError
-from .task import Task, as_task
+from .tasks import Task, as_task
 
 _STEP_ID = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:\-]*$")
 

@@ -1,0 +1,39 @@
+"""Shared fixtures: every contract test runs once per backend."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from sayiir_nb import CheckpointingRunner, DuckDBBackend, InMemoryBackend
+from sayiir_nb.backends.base import Backend
+
+BACKENDS = ["memory", "duckdb"]
+
+
+def make_backend(kind: str, tmp_path: Path) -> Backend:
+    if kind == "memory":
+        return InMemoryBackend()
+    if kind == "duckdb":
+        return DuckDBBackend(tmp_path / "store.duckdb")
+    raise ValueError(kind)
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
+    store = make_backend(request.param, tmp_path)
+    yield store
+    store.close()
+
+
+@pytest.fixture
+def runner(backend: Backend) -> CheckpointingRunner:
+    return CheckpointingRunner(backend)
+
+
+@pytest.fixture(autouse=True)
+def _store_in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Keep the default store of CheckpointingRunner() out of the checkout."""
+    monkeypatch.setenv("SAYIIR_NB_STORE", str(tmp_path / "default.duckdb"))
