@@ -54,7 +54,43 @@ _EXPORTS = {
     "UnenforceableTimeoutWarning": "errors",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = [
+    "AttemptState",
+    "Backend",
+    "BackendError",
+    "CheckpointingRunner",
+    "Codec",
+    "CodecError",
+    "DefinitionError",
+    "DefinitionMismatchError",
+    "DuckDBBackend",
+    "DurationError",
+    "ErrorInfo",
+    "Flow",
+    "InMemoryBackend",
+    "InputMismatchError",
+    "JsonCodec",
+    "LeaseLostError",
+    "RetryPolicy",
+    "RunConflictError",
+    "RunContext",
+    "RunNotFoundError",
+    "RunState",
+    "SayiirError",
+    "SayiirWarning",
+    "StepFailedError",
+    "StepStatus",
+    "StoreLockedError",
+    "Task",
+    "TaskRegistry",
+    "UnenforceableTimeoutWarning",
+    "Workflow",
+    "WorkflowRegistry",
+    "WorkflowStatus",
+    "current_context",
+    "default_store_path",
+    "task",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -89,7 +89,9 @@ class JsonCodec:
                 type_name=type_name,
                 reason=refused.reason,
             ) from None
-        return json.dumps(tree, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+        return json.dumps(
+            tree, ensure_ascii=False, separators=(",", ":"), allow_nan=False
+        )
 
     def decode(self, text: str) -> Any:
         try:
@@ -173,7 +175,11 @@ def _encode_other(value: Any) -> Any:
     if _is_pydantic(value):
         return _encode_fields(value, "pydantic", type(value).model_fields)
     if isinstance(value, tuple) and hasattr(value, "_fields"):
-        return {TAG: "namedtuple", "cls": _class_path(value), "v": _encode_items(value, "[{}]")}
+        return {
+            TAG: "namedtuple",
+            "cls": _class_path(value),
+            "v": _encode_items(value, "[{}]"),
+        }
     if isinstance(value, pathlib.PurePath):
         return {TAG: "path", "v": str(value)}
     module = type(value).__module__.split(".")[0]
@@ -215,10 +221,16 @@ def _encode_pandas(value: Any) -> Any:
         return {TAG: "dataframe", "v": _arrow_bytes(value)}
     if isinstance(value, pd.Series):
         frame = value.to_frame(name="__series__" if value.name is None else value.name)
-        return {TAG: "series", "named": value.name is not None, "v": _arrow_bytes(frame)}
+        return {
+            TAG: "series",
+            "named": value.name is not None,
+            "v": _arrow_bytes(frame),
+        }
     if isinstance(value, pd.Timestamp):
         return {TAG: "timestamp", "v": value.isoformat(), "tz": _tz_name(value.tzinfo)}
-    raise _Refused("of the pandas types only DataFrame, Series and Timestamp are stored.", value)
+    raise _Refused(
+        "of the pandas types only DataFrame, Series and Timestamp are stored.", value
+    )
 
 
 def _arrow_bytes(frame: Any) -> str:
@@ -245,8 +257,15 @@ def _encode_numpy(value: Any) -> Any:
         return {TAG: "np", "dtype": value.dtype.str, "v": _encode(value.item())}
     if isinstance(value, np.ndarray) and value.dtype != object:
         data = base64.b64encode(np.ascontiguousarray(value).tobytes()).decode("ascii")
-        return {TAG: "ndarray", "dtype": value.dtype.str, "shape": list(value.shape), "v": data}
-    raise _Refused("numpy arrays of Python objects cannot be stored; use a list.", value)
+        return {
+            TAG: "ndarray",
+            "dtype": value.dtype.str,
+            "shape": list(value.shape),
+            "v": data,
+        }
+    raise _Refused(
+        "numpy arrays of Python objects cannot be stored; use a list.", value
+    )
 
 
 def _encode_bytes(value: bytes | bytearray) -> Any:
@@ -329,7 +348,9 @@ def _decode_ndarray(tree: dict[str, Any]) -> Any:
     import numpy as np
 
     data = base64.b64decode(tree["v"])
-    return np.frombuffer(data, dtype=np.dtype(tree["dtype"])).reshape(tree["shape"]).copy()
+    return (
+        np.frombuffer(data, dtype=np.dtype(tree["dtype"])).reshape(tree["shape"]).copy()
+    )
 
 
 def _decode_timestamp(tree: dict[str, Any]) -> Any:
@@ -356,7 +377,9 @@ _DECODERS: dict[str, Callable[[dict[str, Any]], Any]] = {
     "datetime": _decode_datetime,
     "date": lambda t: date.fromisoformat(t["v"]),
     "time": _decode_time,
-    "timedelta": lambda t: timedelta(days=t["v"][0], seconds=t["v"][1], microseconds=t["v"][2]),
+    "timedelta": lambda t: timedelta(
+        days=t["v"][0], seconds=t["v"][1], microseconds=t["v"][2]
+    ),
     "decimal": lambda t: Decimal(t["v"]),
     "uuid": lambda t: uuid.UUID(t["v"]),
     "path": lambda t: pathlib.Path(t["v"]),
@@ -420,4 +443,8 @@ def _tz_name(tz: Any) -> str | None:
 
 def _type_name(value: Any) -> str:
     cls = type(value)
-    return cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
+    return (
+        cls.__qualname__
+        if cls.__module__ == "builtins"
+        else f"{cls.__module__}.{cls.__qualname__}"
+    )

@@ -59,6 +59,8 @@ def current_context() -> RunContext:
         raise LookupError(
             "current_context() was called outside a task run by a runner."
         ) from None
+
+
 _INTERRUPTS = (KeyboardInterrupt, SystemExit, asyncio.CancelledError)
 _FAILED = (AttemptState.FAILED, AttemptState.TIMED_OUT)
 
@@ -178,15 +180,23 @@ class RunExecution:
         self, steps: tuple[Step, ...]
     ) -> tuple[RunState, str | None, ErrorInfo | None]:
         encoded = self.snapshot.checkpoints[steps[-1].step_id]
-        self._write(WriteBatch(run=RunUpdate(state=RunState.COMPLETED, output_json=encoded)))
+        self._write(
+            WriteBatch(run=RunUpdate(state=RunState.COMPLETED, output_json=encoded))
+        )
         return RunState.COMPLETED, encoded, None
 
-    async def _run_step(self, step: Step, value: Any, nxt: Step | None) -> tuple[Any, str]:
+    async def _run_step(
+        self, step: Step, value: Any, nxt: Step | None
+    ) -> tuple[Any, str]:
         policy = step.task.options.retry
         history = [a for a in self.snapshot.attempts if a.step_id == step.step_id]
         failures = sum(1 for a in history if a.state in _FAILED)
         number = max((a.attempt for a in history), default=0)
-        pending = history[-1] if history and history[-1].state is AttemptState.SCHEDULED else None
+        pending = (
+            history[-1]
+            if history and history[-1].state is AttemptState.SCHEDULED
+            else None
+        )
         stale = [
             replace(a, state=AttemptState.INTERRUPTED, ended_epoch=time.time())
             for a in history
@@ -197,7 +207,9 @@ class RunExecution:
             ahead, self._started_ahead = self._started_ahead, None
             if pending is not None:
                 await self._wait_until(pending)
-                start = replace(pending, state=AttemptState.RUNNING, started_epoch=time.time())
+                start = replace(
+                    pending, state=AttemptState.RUNNING, started_epoch=time.time()
+                )
             elif ahead is not None and ahead.step_id == step.step_id and not history:
                 start = ahead
             else:
@@ -227,7 +239,9 @@ class RunExecution:
                 self._commit_failure(step, ended)
                 raise StepFailed(ended.error)
             wait_s = policy.wait_before_retry_s(failures)
-            pending = self._new_attempt(step, number + 1, AttemptState.SCHEDULED, wait_s)
+            pending = self._new_attempt(
+                step, number + 1, AttemptState.SCHEDULED, wait_s
+            )
             self._write(WriteBatch(attempts=(ended, pending)))
             _log_retry(ended, wait_s)
 
@@ -268,11 +282,15 @@ class RunExecution:
         try:
             return _Outcome(value=await _invoke(step, value, ctx))
         except TimeoutError as error:
-            return _Outcome(error=error, timed_out=getattr(error, "_sayiir_deadline", False))
+            return _Outcome(
+                error=error, timed_out=getattr(error, "_sayiir_deadline", False)
+            )
         except Exception as error:
             return _Outcome(error=error)
         except _INTERRUPTS as error:
-            ended = replace(start, state=AttemptState.INTERRUPTED, ended_epoch=time.time())
+            ended = replace(
+                start, state=AttemptState.INTERRUPTED, ended_epoch=time.time()
+            )
             raise RunStopped(error, ended) from None
         finally:
             _CONTEXT.reset(token)
@@ -283,7 +301,10 @@ class RunExecution:
         now = time.time()
         done = replace(start, state=AttemptState.SUCCEEDED, ended_epoch=now)
         point = Checkpoint(
-            run_id=self.run_id, step_id=step.step_id, output_json=encoded, created_epoch=now
+            run_id=self.run_id,
+            step_id=step.step_id,
+            output_json=encoded,
+            created_epoch=now,
         )
         if nxt is None:
             update = RunUpdate(state=RunState.COMPLETED, output_json=encoded)
@@ -311,7 +332,9 @@ class RunExecution:
 
     def _record_interrupt(self, attempt: AttemptRecord | None) -> None:
         attempts = (attempt,) if attempt is not None else ()
-        self._write(WriteBatch(attempts=attempts, run=RunUpdate(state=RunState.INTERRUPTED)))
+        self._write(
+            WriteBatch(attempts=attempts, run=RunUpdate(state=RunState.INTERRUPTED))
+        )
 
     def _write(self, batch: WriteBatch) -> None:
         self.backend.write(self.lease, batch)
@@ -342,7 +365,9 @@ async def _with_deadline(coro: Any, timeout_s: float, name: str) -> Any:
         raise
 
 
-async def _in_thread(step: Step, args: tuple[Any, ...], kwargs: dict[str, Any], timeout_s: float) -> Any:
+async def _in_thread(
+    step: Step, args: tuple[Any, ...], kwargs: dict[str, Any], timeout_s: float
+) -> Any:
     future: concurrent.futures.Future[Any] = concurrent.futures.Future()
     context = contextvars.copy_context()
 
@@ -389,7 +414,9 @@ def _refused(step: Step, error: CodecError) -> CodecError:
         f"cannot be stored: output{error.path} is of type {error.type_name}; "
         f"{error.reason} Nothing was stored for this attempt."
     )
-    return CodecError(message, path=error.path, type_name=error.type_name, reason=error.reason)
+    return CodecError(
+        message, path=error.path, type_name=error.type_name, reason=error.reason
+    )
 
 
 def _ended(start: AttemptRecord, outcome: _Outcome) -> AttemptRecord:

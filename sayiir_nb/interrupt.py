@@ -30,7 +30,6 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 
 
-
 def _set_async_exc(ident: int, exc: type[BaseException] | None) -> None:
     """Schedule ``exc`` in thread ``ident`` (``None`` clears a pending one)."""
     argument = None if exc is None else ctypes.py_object(exc)

@@ -15,7 +15,15 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from .backends.base import AttemptRecord, Backend, Lease, RunRecord, RunSnapshot, RunUpdate, WriteBatch
+from .backends.base import (
+    AttemptRecord,
+    Backend,
+    Lease,
+    RunRecord,
+    RunSnapshot,
+    RunUpdate,
+    WriteBatch,
+)
 from .codec import Codec, JsonCodec
 from .errors import (
     DefinitionMismatchError,
@@ -89,7 +97,12 @@ class CheckpointingRunner:
         return f"CheckpointingRunner({self.backend!r})"
 
     def run(
-        self, workflow: Workflow, run_id: str, input: Any = None, *, restart: bool = False
+        self,
+        workflow: Workflow,
+        run_id: str,
+        input: Any = None,
+        *,
+        restart: bool = False,
     ) -> WorkflowStatus:
         """Run (or resume) ``run_id`` of ``workflow`` and wait for its end.
 
@@ -130,7 +143,12 @@ class CheckpointingRunner:
         )
 
     async def arun(
-        self, workflow: Workflow, run_id: str, input: Any = None, *, restart: bool = False
+        self,
+        workflow: Workflow,
+        run_id: str,
+        input: Any = None,
+        *,
+        restart: bool = False,
     ) -> WorkflowStatus:
         """The async form of :meth:`run`; async tasks run on the caller's loop."""
         self.workflows.register(workflow)
@@ -144,7 +162,9 @@ class CheckpointingRunner:
 
         lease = await self._claim(run_id)
         try:
-            return await self._execute_claimed(workflow, lease, input_json, digest, restart)
+            return await self._execute_claimed(
+                workflow, lease, input_json, digest, restart
+            )
         except LeaseLostError:
             logger.warning(
                 "run %s was taken over by another owner; this call stops",
@@ -180,7 +200,12 @@ class CheckpointingRunner:
         self.close()
 
     async def _execute_claimed(
-        self, workflow: Workflow, lease: Lease, input_json: str, digest: str, restart: bool
+        self,
+        workflow: Workflow,
+        lease: Lease,
+        input_json: str,
+        digest: str,
+        restart: bool,
     ) -> WorkflowStatus:
         run_id = lease.run_id
         snapshot = self.backend.load(run_id)
@@ -216,7 +241,7 @@ class CheckpointingRunner:
             started_ahead=started_ahead,
         )
         try:
-            state, _, error = await execution.execute()
+            state, _, _ = await execution.execute()
         except (KeyboardInterrupt, asyncio.CancelledError, SystemExit):
             logger.info(
                 "run %s interrupted",
@@ -230,7 +255,12 @@ class CheckpointingRunner:
             run_id,
             state.value,
             took,
-            extra={"event": "run.end", "run_id": run_id, "state": state.value, "duration_s": took},
+            extra={
+                "event": "run.end",
+                "run_id": run_id,
+                "state": state.value,
+                "duration_s": took,
+            },
         )
         return self._status(run_id, workflow)
 
@@ -278,11 +308,15 @@ class CheckpointingRunner:
     def _check_compatible(
         self, workflow: Workflow, run: RunRecord, input_json: str, digest: str
     ) -> None:
-        if run.workflow_name != workflow.name or run.definition_hash != workflow.definition_hash:
+        if (
+            run.workflow_name != workflow.name
+            or run.definition_hash != workflow.definition_hash
+        ):
             raise DefinitionMismatchError(
                 f"run {run.run_id!r} was started by workflow {run.workflow_name!r} "
                 f"with definition {run.definition_hash[:12]}, but workflow "
-                f"{workflow.name!r} now has definition {workflow.definition_hash[:12]}. "
+                f"{workflow.name!r} now has definition "
+                f"{workflow.definition_hash[:12]}. "
                 "Use a new run id, or pass restart=True to start this run over."
             )
         if run.input_digest != digest:
@@ -328,14 +362,18 @@ class CheckpointingRunner:
                 for a in self.backend.attempts(run_id)
                 if a.state is AttemptState.RUNNING
             ]
-            batch = WriteBatch(attempts=tuple(running), run=RunUpdate(state=RunState.INTERRUPTED))
+            batch = WriteBatch(
+                attempts=tuple(running), run=RunUpdate(state=RunState.INTERRUPTED)
+            )
             self.backend.write(lease, batch)
         finally:
             self.backend.release(lease)
 
 
 def _digest(input_json: str) -> str:
-    canonical = json.dumps(json.loads(input_json), sort_keys=True, separators=(",", ":"))
+    canonical = json.dumps(
+        json.loads(input_json), sort_keys=True, separators=(",", ":")
+    )
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
@@ -343,7 +381,9 @@ def _preview(encoded: str, limit: int = 80) -> str:
     return encoded if len(encoded) <= limit else encoded[: limit - 3] + "..."
 
 
-def _step_statuses(snapshot: RunSnapshot, workflow: Workflow | None) -> tuple[StepStatus, ...]:
+def _step_statuses(
+    snapshot: RunSnapshot, workflow: Workflow | None
+) -> tuple[StepStatus, ...]:
     by_step: dict[str, list[AttemptRecord]] = {}
     for attempt in snapshot.attempts:
         by_step.setdefault(attempt.step_id, []).append(attempt)
@@ -364,7 +404,9 @@ def _step_statuses(snapshot: RunSnapshot, workflow: Workflow | None) -> tuple[St
                 step_id=step_id,
                 task_name=task_name,
                 state=last.state.value if last else "pending",
-                attempts=len([a for a in rows if a.state is not AttemptState.SCHEDULED]),
+                attempts=len(
+                    [a for a in rows if a.state is not AttemptState.SCHEDULED]
+                ),
                 duration_s=duration,
                 error=failed[-1].error if failed else None,
             )

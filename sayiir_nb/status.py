@@ -66,7 +66,9 @@ class ErrorInfo:
     step_id: str | None = None
 
     @classmethod
-    def from_exception(cls, error: BaseException, step_id: str | None = None) -> ErrorInfo:
+    def from_exception(
+        cls, error: BaseException, step_id: str | None = None
+    ) -> ErrorInfo:
         import traceback
 
         kind = type(error)

@@ -48,7 +48,9 @@ class RetryPolicy:
     jitter: float = 0.0
     retry_on: tuple[type[BaseException], ...] = ()
 
-    def wait_before_retry_s(self, retry: int, rng: random.Random | None = None) -> float:
+    def wait_before_retry_s(
+        self, retry: int, rng: random.Random | None = None
+    ) -> float:
         """Seconds to wait before retry number ``retry`` (1-based)."""
         wait = self.backoff_s * self.backoff_multiplier ** (retry - 1)
         if self.jitter:
@@ -213,7 +215,9 @@ def _build_options(
         )
     spread = 0.5 if jitter is True else _number(jitter, f"jitter {where}")
     if not 0 <= spread <= 1:
-        raise DefinitionError(f"jitter {where} must be between 0 and 1; got {jitter!r}.")
+        raise DefinitionError(
+            f"jitter {where} must be between 0 and 1; got {jitter!r}."
+        )
     policy = RetryPolicy(
         retries=retries,
         backoff_s=to_seconds(backoff, what=f"backoff {where}"),
@@ -259,11 +263,19 @@ def _calling_convention(fn: Callable[..., Any], name: str) -> tuple[bool, str | 
     for parameter in parameters:
         if parameter.name == "ctx" or _is_context_annotation(parameter.annotation):
             context_param = parameter.name
-        elif parameter.kind in (parameter.POSITIONAL_ONLY, parameter.POSITIONAL_OR_KEYWORD):
+        elif (
+            parameter.kind
+            in (
+                parameter.POSITIONAL_ONLY,
+                parameter.POSITIONAL_OR_KEYWORD,
+            )
+            or parameter.kind is parameter.VAR_POSITIONAL
+        ):
             positional.append(parameter)
-        elif parameter.kind is parameter.VAR_POSITIONAL:
-            positional.append(parameter)
-        elif parameter.kind is parameter.KEYWORD_ONLY and parameter.default is parameter.empty:
+        elif (
+            parameter.kind is parameter.KEYWORD_ONLY
+            and parameter.default is parameter.empty
+        ):
             raise DefinitionError(
                 f"task {name!r} has a required keyword-only parameter "
                 f"{parameter.name!r}; a step passes only the previous output and "

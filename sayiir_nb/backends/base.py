@@ -228,7 +228,9 @@ class LocalLeases:
         return set(self._leases)
 
 
-def is_runnable(run: RunRecord, leased: Iterable[str] | set[str], now_epoch: float) -> bool:
+def is_runnable(
+    run: RunRecord, leased: Iterable[str] | set[str], now_epoch: float
+) -> bool:
     """Whether a worker may pick ``run`` up now."""
     if run.run_id in leased:
         return False

@@ -13,7 +13,7 @@ import re
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -195,7 +195,9 @@ class DuckDBBackend:
             self._leases.check(lease)
             with self._tx() as conn:
                 for table in ("sayiir_checkpoints", "sayiir_attempts", "sayiir_runs"):
-                    conn.execute(f"DELETE FROM {table} WHERE run_id = ?", [record.run_id])
+                    conn.execute(
+                        f"DELETE FROM {table} WHERE run_id = ?", [record.run_id]
+                    )
                 _insert_run(conn, record, attempts)
 
     def get_run(self, run_id: str) -> RunRecord | None:
@@ -226,7 +228,9 @@ class DuckDBBackend:
         return [_attempt_from_row(row) for row in rows]
 
     def list_runs(self) -> list[RunRecord]:
-        rows = self._query(f"SELECT {_RUN_COLUMNS} FROM sayiir_runs ORDER BY created_epoch")
+        rows = self._query(
+            f"SELECT {_RUN_COLUMNS} FROM sayiir_runs ORDER BY created_epoch"
+        )
         return [_run_from_row(row) for row in rows]
 
     def claim(self, run_id: str, owner: str, lease_s: float) -> Lease | None:
@@ -271,7 +275,12 @@ class DuckDBBackend:
                 if point is not None:
                     conn.execute(
                         "INSERT INTO sayiir_checkpoints VALUES (?, ?, ?, ?)",
-                        [point.run_id, point.step_id, point.output_json, point.created_epoch],
+                        [
+                            point.run_id,
+                            point.step_id,
+                            point.output_json,
+                            point.created_epoch,
+                        ],
                     )
                 update = batch.run
                 if update is not None:
@@ -331,7 +340,9 @@ def _connect(path: str) -> duckdb.DuckDBPyConnection:
 
 
 def _insert_run(
-    conn: duckdb.DuckDBPyConnection, record: RunRecord, attempts: tuple[AttemptRecord, ...]
+    conn: duckdb.DuckDBPyConnection,
+    record: RunRecord,
+    attempts: tuple[AttemptRecord, ...],
 ) -> None:
     conn.execute(
         f"INSERT INTO sayiir_runs ({_RUN_COLUMNS}) VALUES ({', '.join(['?'] * 15)})",
@@ -347,16 +358,15 @@ def _upsert_attempts(
         return
     rows = ", ".join([_ATTEMPT_ROW] * len(attempts))
     conn.execute(
-        f"INSERT INTO sayiir_attempts ({_ATTEMPT_COLUMNS}) VALUES {rows} {_ATTEMPT_UPSERT}",
+        f"INSERT INTO sayiir_attempts ({_ATTEMPT_COLUMNS}) "
+        f"VALUES {rows} {_ATTEMPT_UPSERT}",
         [value for attempt in attempts for value in _attempt_params(attempt)],
     )
 
 
 def _rollback(conn: duckdb.DuckDBPyConnection) -> None:
-    try:
+    with suppress(duckdb.Error):
         conn.execute("ROLLBACK")
-    except duckdb.Error:
-        pass
 
 
 def _error_params(error: ErrorInfo | None) -> list[str | None]:
@@ -384,8 +394,23 @@ def _run_params(r: RunRecord) -> list[Any]:
 
 
 def _run_from_row(row: tuple[Any, ...]) -> RunRecord:
-    (run_id, workflow, digest_hash, state, input_json, input_digest, codec, output,
-     error_type, error_message, error_traceback, error_step, created, updated, wake) = row
+    (
+        run_id,
+        workflow,
+        digest_hash,
+        state,
+        input_json,
+        input_digest,
+        codec,
+        output,
+        error_type,
+        error_message,
+        error_traceback,
+        error_step,
+        created,
+        updated,
+        wake,
+    ) = row
     error = None
     if error_type is not None:
         error = ErrorInfo(
@@ -427,8 +452,21 @@ def _attempt_params(a: AttemptRecord) -> list[Any]:
 
 
 def _attempt_from_row(row: tuple[Any, ...]) -> AttemptRecord:
-    (run_id, step_id, task_name, attempt, state, scheduled, started, ended, wait_s,
-     error_type, error_message, error_traceback, owner) = row
+    (
+        run_id,
+        step_id,
+        task_name,
+        attempt,
+        state,
+        scheduled,
+        started,
+        ended,
+        wait_s,
+        error_type,
+        error_message,
+        error_traceback,
+        owner,
+    ) = row
     error = None
     if error_type is not None:
         error = ErrorInfo(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+
 from ..errors import BackendError
 from .base import (
     AttemptRecord,
@@ -51,7 +52,9 @@ class InMemoryBackend:
             self._leases.check(lease)
             self._store_new(record, attempts)
 
-    def _store_new(self, record: RunRecord, attempts: tuple[AttemptRecord, ...]) -> None:
+    def _store_new(
+        self, record: RunRecord, attempts: tuple[AttemptRecord, ...]
+    ) -> None:
         self._runs[record.run_id] = record
         self._checkpoints[record.run_id] = {}
         self._attempts[record.run_id] = {(a.step_id, a.attempt): a for a in attempts}
@@ -121,7 +124,9 @@ class InMemoryBackend:
             if point is not None:
                 checkpoints[point.step_id] = point.output_json
             if batch.run is not None:
-                self._runs[run_id] = with_update(self._runs[run_id], batch.run, time.time())
+                self._runs[run_id] = with_update(
+                    self._runs[run_id], batch.run, time.time()
+                )
 
     def close(self) -> None:
         pass

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import threading
 import time
 
@@ -46,7 +47,11 @@ def chain(calls: Calls, name: str = "chain"):
     @task
     def render(recipients, ctx):
         calls.hit("render")
-        return {"campaign": ctx.input, "count": len(recipients), "first": (recipients[0],)}
+        return {
+            "campaign": ctx.input,
+            "count": len(recipients),
+            "first": (recipients[0],),
+        }
 
     @task
     def send(messages):
@@ -136,7 +141,7 @@ def test_waits_follow_backoff(runner, backend):
     assert runner.run(wf, "w", None).output == 4
     rows = backend.attempts("w")
     assert [r.wait_before_s for r in rows] == pytest.approx([0, 0.05, 0.1, 0.2])
-    for before, after in zip(rows, rows[1:], strict=False):
+    for before, after in itertools.pairwise(rows):
         gap = after.started_epoch - before.ended_epoch
         assert gap >= after.wait_before_s - 0.005
         assert gap < after.wait_before_s + 0.25
@@ -290,11 +295,22 @@ def test_every_attempt_is_recorded(runner, backend):
 
     runner.run(Flow("recorded").then(once_flaky).build(), "rec", None)
     first, second = backend.attempts("rec")
-    assert (first.run_id, first.step_id, first.task_name) == ("rec", "once_flaky", "once_flaky")
+    assert (first.run_id, first.step_id, first.task_name) == (
+        "rec",
+        "once_flaky",
+        "once_flaky",
+    )
     assert (first.attempt, first.state) == (1, AttemptState.FAILED)
-    assert (first.error.type, first.error.message) == ("ConnectionResetError", "reset by peer")
+    assert (first.error.type, first.error.message) == (
+        "ConnectionResetError",
+        "reset by peer",
+    )
     assert first.started_epoch <= first.ended_epoch <= second.started_epoch
-    assert (second.attempt, second.state, second.error) == (2, AttemptState.SUCCEEDED, None)
+    assert (second.attempt, second.state, second.error) == (
+        2,
+        AttemptState.SUCCEEDED,
+        None,
+    )
     assert second.wait_before_s == pytest.approx(0.02)
     assert first.owner == runner.owner
 

@@ -149,9 +149,9 @@ def test_dataframe_keeps_dtypes_and_index():
             "f": [1.5, math.nan, 3.0],
             "s": ["a", "b", "c"],
             "cat": pd.Categorical(["x", "y", "x"]),
-            "when": pd.to_datetime(["2026-01-01", "2026-01-02", "2026-01-03"]).tz_localize(
-                "Europe/Paris"
-            ),
+            "when": pd.to_datetime(
+                ["2026-01-01", "2026-01-02", "2026-01-03"]
+            ).tz_localize("Europe/Paris"),
             "flag": [True, False, True],
         },
         index=pd.Index([10, 20, 30], name="id"),

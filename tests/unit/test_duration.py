@@ -27,7 +27,9 @@ def test_accepted_forms(value, seconds):
     assert to_seconds(value) == pytest.approx(seconds)
 
 
-@pytest.mark.parametrize("value", ["10 parsecs", "", "m", "5x", "-1s", -2, True, None, [1]])
+@pytest.mark.parametrize(
+    "value", ["10 parsecs", "", "m", "5x", "-1s", -2, True, None, [1]]
+)
 def test_bad_durations_name_the_value(value):
     with pytest.raises(DurationError) as info:
         to_seconds(value, what="timeout of task 'x'")

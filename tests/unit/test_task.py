@@ -31,7 +31,9 @@ def test_bare_decorator_and_name():
 
 
 def test_waits_follow_the_policy():
-    policy = RetryPolicy(retries=5, backoff_s=0.5, backoff_multiplier=2, max_backoff_s=3)
+    policy = RetryPolicy(
+        retries=5, backoff_s=0.5, backoff_multiplier=2, max_backoff_s=3
+    )
     waits = [policy.wait_before_retry_s(k) for k in range(1, 6)]
     assert waits == [0.5, 1.0, 2.0, 3.0, 3.0]
 

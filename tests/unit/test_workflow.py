@@ -26,7 +26,10 @@ def test_hash_is_stable_and_covers_options():
     changed = Flow("p").then(load).then(send.with_options(retries=4)).build()
     reordered = Flow("p").then(send).then(load).build()
     assert first.definition_hash == again.definition_hash
-    assert len({first.definition_hash, changed.definition_hash, reordered.definition_hash}) == 3
+    assert (
+        len({first.definition_hash, changed.definition_hash, reordered.definition_hash})
+        == 3
+    )
 
 
 def test_same_task_twice_needs_a_name():

@@ -1,0 +1,164 @@
+"""The storage contract: leases, fencing, atomic batches, the queue."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from sayiir_nb import AttemptState, BackendError, LeaseLostError, RunState
+from sayiir_nb.backends.base import (
+    AttemptRecord,
+    Checkpoint,
+    RunRecord,
+    RunUpdate,
+    WriteBatch,
+)
+
+
+def record(run_id: str, state: RunState = RunState.PENDING, wake: float | None = None):
+    now = time.time()
+    return RunRecord(
+        run_id=run_id,
+        workflow_name="wf",
+        definition_hash="h",
+        state=state,
+        input_json="null",
+        input_digest="d",
+        created_epoch=now,
+        updated_epoch=now,
+        wake_epoch=wake,
+    )
+
+
+def attempt(run_id: str, n: int, state=AttemptState.RUNNING) -> AttemptRecord:
+    return AttemptRecord(
+        run_id=run_id,
+        step_id="s",
+        task_name="t",
+        attempt=n,
+        state=state,
+        started_epoch=1.0,
+    )
+
+
+def point(run_id: str, step: str = "s") -> Checkpoint:
+    return Checkpoint(run_id=run_id, step_id=step, output_json="1", created_epoch=1.0)
+
+
+def test_create_is_insert_if_absent(backend):
+    _, created = backend.create_run(record("r"))
+    assert created
+    again, created_again = backend.create_run(record("r", RunState.FAILED))
+    assert not created_again
+    assert again.state is RunState.PENDING
+    assert backend.get_run("missing") is None
+
+
+def test_lease_is_exclusive_and_fenced(backend):
+    backend.create_run(record("r"))
+    first = backend.claim("r", "a", 30)
+    assert first is not None
+    assert backend.claim("r", "b", 30) is None
+    assert backend.current_lease("r") == first
+    backend.release(first)
+    second = backend.claim("r", "b", 30)
+    assert second.fence == first.fence + 1
+    with pytest.raises(LeaseLostError, match="'a'"):
+        backend.write(first, WriteBatch(checkpoint=point("r")))
+    assert backend.load("r").checkpoints == {}
+    backend.write(second, WriteBatch(checkpoint=point("r")))
+    assert backend.load("r").checkpoints == {"s": "1"}
+
+
+def test_revoked_lease_cannot_write(backend):
+    backend.create_run(record("r"))
+    lease = backend.claim("r", "a", 30)
+    backend.revoke("r")
+    with pytest.raises(LeaseLostError):
+        backend.write(lease, WriteBatch(run=RunUpdate(state=RunState.COMPLETED)))
+    assert backend.get_run("r").state is RunState.PENDING
+    with pytest.raises(LeaseLostError):
+        backend.renew(lease, 30)
+
+
+def test_batch_is_all_or_nothing(backend):
+    backend.create_run(record("r"))
+    lease = backend.claim("r", "a", 30)
+    backend.write(lease, WriteBatch(checkpoint=point("r")))
+    bad = WriteBatch(
+        attempts=(attempt("r", 1, AttemptState.SUCCEEDED),),
+        checkpoint=point("r"),  # the step already has one: the batch must fail
+        run=RunUpdate(state=RunState.COMPLETED, output_json="1"),
+    )
+    with pytest.raises(BackendError, match="checkpoint|Constraint|constraint"):
+        backend.write(lease, bad)
+    assert backend.attempts("r") == []
+    assert backend.get_run("r").state is RunState.PENDING
+
+
+def test_attempts_are_upserted_by_key(backend):
+    backend.create_run(record("r"), (attempt("r", 1),))
+    lease = backend.claim("r", "a", 30)
+    done = AttemptRecord(
+        run_id="r",
+        step_id="s",
+        task_name="t",
+        attempt=1,
+        state=AttemptState.SUCCEEDED,
+        started_epoch=1.0,
+        ended_epoch=2.0,
+    )
+    backend.write(lease, WriteBatch(attempts=(done, attempt("r", 2))))
+    rows = backend.attempts("r")
+    assert [(r.attempt, r.state) for r in rows] == [
+        (1, AttemptState.SUCCEEDED),
+        (2, AttemptState.RUNNING),
+    ]
+    assert rows[0].ended_epoch == 2.0
+
+
+def test_run_update_changes_state_output_and_error(backend):
+    from sayiir_nb import ErrorInfo
+
+    backend.create_run(record("r"))
+    lease = backend.claim("r", "a", 30)
+    error = ErrorInfo(type="ValueError", message="no", traceback="tb", step_id="s")
+    backend.write(lease, WriteBatch(run=RunUpdate(state=RunState.FAILED, error=error)))
+    stored = backend.get_run("r")
+    assert stored.state is RunState.FAILED
+    assert stored.error == error
+    assert stored.error.traceback == "tb"
+
+
+def test_claim_next_picks_runnable_work_only(backend):
+    now = time.time()
+    backend.create_run(record("pending"))
+    backend.create_run(record("later", RunState.WAITING, wake=now + 3600))
+    backend.create_run(record("due", RunState.WAITING, wake=now - 1))
+    backend.create_run(record("done", RunState.COMPLETED))
+    backend.create_run(record("held"))
+    held = backend.claim("held", "other", 30)
+    claimed = []
+    while (lease := backend.claim_next("worker", 30, now)) is not None:
+        claimed.append(lease.run_id)
+    assert sorted(claimed) == ["due", "pending"]
+    backend.release(held)
+    assert backend.claim_next("worker", 30, now).run_id == "held"
+
+
+def test_abandoned_running_run_is_claimable(backend):
+    backend.create_run(record("crashed", RunState.RUNNING))
+    lease = backend.claim_next("worker", 30, time.time())
+    assert lease.run_id == "crashed"
+
+
+def test_reset_run_clears_history(backend):
+    backend.create_run(record("r"), (attempt("r", 1),))
+    lease = backend.claim("r", "a", 30)
+    backend.write(lease, WriteBatch(checkpoint=point("r")))
+    backend.reset_run(lease, record("r", RunState.RUNNING), (attempt("r", 1),))
+    snapshot = backend.load("r")
+    assert snapshot.checkpoints == {}
+    assert len(snapshot.attempts) == 1
+    assert snapshot.run.state is RunState.RUNNING

@@ -1,0 +1,112 @@
+"""Programs the crash and interrupt tests run in real subprocesses.
+
+Usage: python -m tests.integration.scenarios NAME STORE SIDE_FILE [MODE]
+
+Task bodies append lines to SIDE_FILE, so the tests count executions from
+what the tasks did, not from what the engine says.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import time
+from pathlib import Path
+
+from sayiir_nb import CheckpointingRunner, DuckDBBackend, Flow, task
+
+SIDE = Path(sys.argv[3]) if len(sys.argv) > 3 else Path("side.txt")
+MODE = sys.argv[4] if len(sys.argv) > 4 else ""
+
+
+def note(line: str) -> None:
+    with SIDE.open("a") as side:
+        side.write(line + "\n")
+        side.flush()
+        os.fsync(side.fileno())
+
+
+@task
+def step1(x):
+    note("step1")
+    return x + 1
+
+
+@task
+def step2(x):
+    note("step2")
+    return x + 1
+
+
+@task
+def step3(x):
+    note("step3 start")
+    if MODE == "exit":
+        os._exit(3)
+    if MODE == "kill":
+        time.sleep(60)
+    note("step3 end")
+    return x + 1
+
+
+CHAIN = Flow("crash-chain").then(step1).then(step2).then(step3).build()
+
+
+@task(retries=2, backoff=1.5)
+def always_fails(_, ctx):
+    note(f"attempt {ctx.attempt}")
+    raise ConnectionError("still down")
+
+
+BACKOFF = Flow("crash-backoff").then(always_fails).build()
+
+
+@task
+def sleepy(_):
+    note("started")
+    if MODE == "busy":
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            sum(range(1000))
+    elif MODE != "resume":
+        time.sleep(30)
+    note("finished")
+    return "done"
+
+
+SLEEPY = Flow("sleepy").then(sleepy).build()
+
+
+def report(runner: CheckpointingRunner, run_id: str) -> None:
+    status = runner.status(run_id)
+    print(f"STATE {status.state.value}", flush=True)
+
+
+def main() -> None:
+    name, store = sys.argv[1], sys.argv[2]
+    runner = CheckpointingRunner(DuckDBBackend(store), interrupt_grace_s=1.0)
+    if name == "chain":
+        print(f"OUTPUT {runner.run(CHAIN, 'chain-1', 0).output}")
+    elif name == "backoff":
+        report_status = runner.run(BACKOFF, "backoff-1", None)
+        print(f"STATE {report_status.state.value}")
+    elif name in ("sigint-plain", "sigint-loop"):
+        try:
+            if name == "sigint-plain":
+                status = runner.run(SLEEPY, "sleepy-1", None)
+            else:
+                status = asyncio.new_event_loop().run_until_complete(_in_loop(runner))
+            print(f"OUTPUT {status.output}")
+        except KeyboardInterrupt:
+            print("KEYBOARD INTERRUPT", flush=True)
+        report(runner, "sleepy-1")
+    runner.close()
+
+
+async def _in_loop(runner: CheckpointingRunner):
+    return runner.run(SLEEPY, "sleepy-1", None)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,136 @@
+"""Crash tests: real processes killed in the middle of a run."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from sayiir_nb import AttemptState, CheckpointingRunner, DuckDBBackend, RunState
+
+ROOT = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.slow
+
+
+def start(name: str, store: Path, side: Path, mode: str = "") -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tests.integration.scenarios",
+            name,
+            str(store),
+            str(side),
+            mode,
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def wait_for_line(side: Path, line: str, timeout_s: float = 30) -> None:
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        if side.exists() and line in side.read_text().splitlines():
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"{line!r} never appeared in {side}")
+
+
+def lines(side: Path) -> list[str]:
+    return side.read_text().splitlines()
+
+
+@pytest.mark.parametrize("how", ["exit", "kill"])
+def test_process_killed_inside_step_3_resumes_only_step_3(tmp_path, how):
+    store, side = tmp_path / "store.duckdb", tmp_path / "side.txt"
+    crashed = start("chain", store, side, how)
+    if how == "kill":
+        wait_for_line(side, "step3 start")
+        crashed.send_signal(signal.SIGKILL)
+    crashed.communicate(timeout=60)
+    assert crashed.returncode != 0
+    assert lines(side) == ["step1", "step2", "step3 start"]
+
+    resumed = start("chain", store, side)
+    out, err = resumed.communicate(timeout=60)
+    assert resumed.returncode == 0, err
+    assert "OUTPUT 3" in out
+    assert lines(side) == ["step1", "step2", "step3 start", "step3 start", "step3 end"]
+
+    with DuckDBBackend(store) as backend:
+        steps = [(a.step_id, a.attempt, a.state) for a in backend.attempts("chain-1")]
+    assert steps == [
+        ("step1", 1, AttemptState.SUCCEEDED),
+        ("step2", 1, AttemptState.SUCCEEDED),
+        ("step3", 1, AttemptState.INTERRUPTED),
+        ("step3", 2, AttemptState.SUCCEEDED),
+    ]
+
+
+def test_crash_during_backoff_continues_the_retry_budget(tmp_path):
+    store, side = tmp_path / "store.duckdb", tmp_path / "side.txt"
+    first = start("backoff", store, side)
+    wait_for_line(side, "attempt 1")
+    time.sleep(0.3)  # inside the 1.5 s backoff wait
+    first.send_signal(signal.SIGKILL)
+    first.communicate(timeout=30)
+    killed_at = time.time()
+
+    with CheckpointingRunner(DuckDBBackend(store)) as runner:
+        status = runner.status("backoff-1")
+        assert status.state is RunState.INTERRUPTED
+        scheduled = runner.backend.attempts("backoff-1")[-1]
+    assert (scheduled.attempt, scheduled.state) == (2, AttemptState.SCHEDULED)
+
+    second = start("backoff", store, side)
+    out, err = second.communicate(timeout=60)
+    assert second.returncode == 0, err
+    assert "STATE failed" in out
+    assert lines(side) == ["attempt 1", "attempt 2", "attempt 3"]
+    with DuckDBBackend(store) as backend:
+        rows = backend.attempts("backoff-1")
+    assert [(r.attempt, r.state) for r in rows] == [
+        (1, AttemptState.FAILED),
+        (2, AttemptState.FAILED),
+        (3, AttemptState.FAILED),
+    ]
+    # the stored wake-up time was kept: attempt 2 did not start early
+    assert rows[1].started_epoch >= rows[0].ended_epoch + 1.5 - 0.01
+    assert rows[1].started_epoch >= killed_at - 1.5
+
+
+@pytest.mark.parametrize(
+    ("scenario", "mode"),
+    [("sigint-plain", ""), ("sigint-loop", "busy"), ("sigint-loop", "")],
+)
+def test_interrupt_stops_promptly_and_the_run_resumes(tmp_path, scenario, mode):
+    store, side = tmp_path / "store.duckdb", tmp_path / "side.txt"
+    child = start(scenario, store, side, mode)
+    wait_for_line(side, "started")
+    sent = time.time()
+    child.send_signal(signal.SIGINT)
+    out, err = child.communicate(timeout=30)
+    took = time.time() - sent
+    assert child.returncode == 0, err
+    assert "KEYBOARD INTERRUPT" in out
+    assert "STATE interrupted" in out
+    assert took < 5, f"took {took:.1f}s to stop"
+    with DuckDBBackend(store) as backend:
+        rows = backend.attempts("sleepy-1")
+        assert [r.state for r in rows] == [AttemptState.INTERRUPTED]
+        assert backend.get_run("sleepy-1").state is RunState.INTERRUPTED
+
+    resumed = start(scenario, store, side, "resume")
+    out, err = resumed.communicate(timeout=60)
+    assert resumed.returncode == 0, err
+    assert "OUTPUT done" in out
+    assert lines(side).count("started") == 2
+    assert os.path.exists(store)
