@@ -30,6 +30,7 @@ from .backends.base import (
     RunSnapshot,
     RunUpdate,
     WriteBatch,
+    with_update,
 )
 from .codec import Codec
 from .errors import CodecError, UnenforceableTimeoutWarning
@@ -76,7 +77,7 @@ class StepFailed(Exception):
 class RunStopped(BaseException):
     """Internal: the run was interrupted; carries what to record."""
 
-    def __init__(self, cause: BaseException, attempt: AttemptRecord | None) -> None:
+    def __init__(self, cause: BaseException, attempt: WriteBatch | None) -> None:
         super().__init__(repr(cause))
         self.cause = cause
         self.attempt = attempt
@@ -102,6 +103,9 @@ class _LazyOutputs(Mapping[str, Any]):
         if decoded is not ...:
             self._decoded[step_id] = decoded
 
+    def encoded(self, step_id: str) -> str:
+        return self._encoded[step_id]
+
     def __getitem__(self, step_id: str) -> Any:
         if step_id not in self._decoded:
             self._decoded[step_id] = self._codec.decode(self._encoded[step_id])
@@ -126,7 +130,6 @@ class RunExecution:
         lease: Lease,
         snapshot: RunSnapshot,
         owner: str,
-        started_ahead: AttemptRecord | None = None,
     ) -> None:
         self.backend = backend
         self.codec = codec
@@ -136,8 +139,9 @@ class RunExecution:
         self.owner = owner
         self.run_id = snapshot.run.run_id
         self.outputs = _LazyOutputs(codec)
-        self._started_ahead = started_ahead
-        self._input = ...
+        self._input: Any = ...
+        self._run = snapshot.run
+        self._attempts = {(a.step_id, a.attempt): a for a in snapshot.attempts}
 
     @property
     def input(self) -> Any:
@@ -145,25 +149,26 @@ class RunExecution:
             self._input = self.codec.decode(self.snapshot.run.input_json)
         return self._input
 
-    async def execute(self) -> tuple[RunState, str | None, ErrorInfo | None]:
-        """Run every pending step; return the final state, output and error.
+    async def execute(self) -> tuple[RunState, ErrorInfo | None]:
+        """Run every pending step; return the final state and error.
 
         Raises ``KeyboardInterrupt``/``CancelledError`` after recording the
         run as interrupted.
         """
         steps = self.workflow.steps
         first = self._first_pending(steps)
-        value = self.input if first == 0 else self.outputs[steps[first - 1].step_id]
         if first == len(steps):
             return self._finish_without_steps(steps)
+        value = self.input if first == 0 else self.outputs[steps[first - 1].step_id]
         try:
             for index in range(first, len(steps)):
-                is_last = index == len(steps) - 1
-                nxt = None if is_last else steps[index + 1]
-                value, encoded = await self._run_step(steps[index], value, nxt)
-            return RunState.COMPLETED, encoded, None
+                history = self.snapshot.attempts if index == first else ()
+                value = await self._run_step(
+                    steps[index], value, history, index + 1 == len(steps)
+                )
+            return RunState.COMPLETED, None
         except StepFailed as failed:
-            return RunState.FAILED, None, failed.error
+            return RunState.FAILED, failed.error
         except RunStopped as stopped:
             self._record_interrupt(stopped.attempt)
             raise stopped.cause from None
@@ -176,20 +181,22 @@ class RunExecution:
             index += 1
         return index
 
-    def _finish_without_steps(
-        self, steps: tuple[Step, ...]
-    ) -> tuple[RunState, str | None, ErrorInfo | None]:
+    def _finish_without_steps(self, steps: tuple[Step, ...]) -> tuple[RunState, None]:
         encoded = self.snapshot.checkpoints[steps[-1].step_id]
         self._write(
             WriteBatch(run=RunUpdate(state=RunState.COMPLETED, output_json=encoded))
         )
-        return RunState.COMPLETED, encoded, None
+        return RunState.COMPLETED, None
 
     async def _run_step(
-        self, step: Step, value: Any, nxt: Step | None
-    ) -> tuple[Any, str]:
+        self,
+        step: Step,
+        value: Any,
+        snapshot_attempts: tuple[AttemptRecord, ...],
+        is_last: bool,
+    ) -> Any:
         policy = step.task.options.retry
-        history = [a for a in self.snapshot.attempts if a.step_id == step.step_id]
+        history = [a for a in snapshot_attempts if a.step_id == step.step_id]
         failures = sum(1 for a in history if a.state in _FAILED)
         number = max((a.attempt for a in history), default=0)
         pending = (
@@ -197,30 +204,13 @@ class RunExecution:
             if history and history[-1].state is AttemptState.SCHEDULED
             else None
         )
-        stale = [
-            replace(a, state=AttemptState.INTERRUPTED, ended_epoch=time.time())
-            for a in history
-            if a.state is AttemptState.RUNNING
-        ]
 
         while True:
-            ahead, self._started_ahead = self._started_ahead, None
-            if pending is not None:
-                await self._wait_until(pending)
-                start = replace(
-                    pending, state=AttemptState.RUNNING, started_epoch=time.time()
-                )
-            elif ahead is not None and ahead.step_id == step.step_id and not history:
-                start = ahead
-            else:
-                start = self._new_attempt(step, number + 1, AttemptState.RUNNING)
-            number = start.attempt
-            if start is not ahead:
-                self._write(WriteBatch(attempts=(*stale, start)))
-            stale = []
+            start, stored = await self._start(step, pending, number + 1)
+            number, pending = start.attempt, None
             _log_attempt_start(start)
 
-            outcome = await self._attempt(step, value, start)
+            outcome = await self._attempt(step, value, start, stored)
             encoded = None
             if outcome.error is None:
                 try:
@@ -228,7 +218,7 @@ class RunExecution:
                 except CodecError as error:
                     outcome = _Outcome(error=_refused(step, error))
             if encoded is not None:
-                return self._commit_success(step, start, encoded, nxt)
+                return self._commit_success(step, start, stored, encoded, is_last)
 
             failures += 1
             ended = _ended(start, outcome)
@@ -236,14 +226,31 @@ class RunExecution:
                 outcome.error, failures
             )
             if not retry:
-                self._commit_failure(step, ended)
+                self._commit_failure(step, ended, stored)
                 raise StepFailed(ended.error)
             wait_s = policy.wait_before_retry_s(failures)
             pending = self._new_attempt(
                 step, number + 1, AttemptState.SCHEDULED, wait_s
             )
-            self._write(WriteBatch(attempts=(ended, pending)))
+            self._write(_batch(ended, stored, extra_inserts=(pending,)))
             _log_retry(ended, wait_s)
+
+    async def _start(
+        self, step: Step, pending: AttemptRecord | None, number: int
+    ) -> tuple[AttemptRecord, bool]:
+        """The record of the attempt about to start, and whether it is stored.
+
+        A fresh attempt follows a durable write directly (the previous step's
+        commit, the run's creation or its resumption), so its start is implied
+        and costs no write. A retry starts after its backoff wait, so its
+        start is written.
+        """
+        if pending is None:
+            return self._new_attempt(step, number, AttemptState.RUNNING), False
+        await self._wait_until(pending)
+        start = replace(pending, state=AttemptState.RUNNING, started_epoch=time.time())
+        self._write(WriteBatch(updates=(start,)))
+        return start, True
 
     def _new_attempt(
         self, step: Step, number: int, state: AttemptState, wait_s: float = 0.0
@@ -269,7 +276,9 @@ class RunExecution:
             except _INTERRUPTS as error:
                 raise RunStopped(error, None) from None
 
-    async def _attempt(self, step: Step, value: Any, start: AttemptRecord) -> _Outcome:
+    async def _attempt(
+        self, step: Step, value: Any, start: AttemptRecord, stored: bool
+    ) -> _Outcome:
         ctx = RunContext(
             run_id=self.run_id,
             workflow_name=self.workflow.name,
@@ -291,13 +300,18 @@ class RunExecution:
             ended = replace(
                 start, state=AttemptState.INTERRUPTED, ended_epoch=time.time()
             )
-            raise RunStopped(error, ended) from None
+            raise RunStopped(error, _batch(ended, stored)) from None
         finally:
             _CONTEXT.reset(token)
 
     def _commit_success(
-        self, step: Step, start: AttemptRecord, encoded: str, nxt: Step | None
-    ) -> tuple[Any, str]:
+        self,
+        step: Step,
+        start: AttemptRecord,
+        stored: bool,
+        encoded: str,
+        is_last: bool,
+    ) -> Any:
         now = time.time()
         done = replace(start, state=AttemptState.SUCCEEDED, ended_epoch=now)
         point = Checkpoint(
@@ -306,21 +320,20 @@ class RunExecution:
             output_json=encoded,
             created_epoch=now,
         )
-        if nxt is None:
-            update = RunUpdate(state=RunState.COMPLETED, output_json=encoded)
-            self._write(WriteBatch(attempts=(done,), checkpoint=point, run=update))
-        else:
-            ahead = self._new_attempt(nxt, 1, AttemptState.RUNNING)
-            self._write(WriteBatch(attempts=(done, ahead), checkpoint=point))
-            self._started_ahead = ahead
+        update = (
+            RunUpdate(state=RunState.COMPLETED, output_json=encoded)
+            if is_last
+            else None
+        )
+        self._write(_batch(done, stored, checkpoint=point, run=update))
         _log_attempt_end(done)
         value = self.codec.decode(encoded)
         self.outputs.add(step.step_id, encoded, value)
-        return value, encoded
+        return value
 
-    def _commit_failure(self, step: Step, ended: AttemptRecord) -> None:
+    def _commit_failure(self, step: Step, ended: AttemptRecord, stored: bool) -> None:
         update = RunUpdate(state=RunState.FAILED, error=ended.error)
-        self._write(WriteBatch(attempts=(ended,), run=update))
+        self._write(_batch(ended, stored, run=update))
         logger.error(
             "step %s of run %s failed after %d attempt(s): %s",
             step.step_id,
@@ -330,14 +343,96 @@ class RunExecution:
             extra=_extra("step.failed", ended),
         )
 
-    def _record_interrupt(self, attempt: AttemptRecord | None) -> None:
-        attempts = (attempt,) if attempt is not None else ()
-        self._write(
-            WriteBatch(attempts=attempts, run=RunUpdate(state=RunState.INTERRUPTED))
-        )
+    def _record_interrupt(self, batch: WriteBatch | None) -> None:
+        batch = batch or WriteBatch()
+        self._write(replace(batch, run=RunUpdate(state=RunState.INTERRUPTED)))
 
     def _write(self, batch: WriteBatch) -> None:
         self.backend.write(self.lease, batch)
+        for attempt in (*batch.inserts, *batch.updates):
+            self._attempts[(attempt.step_id, attempt.attempt)] = attempt
+        if batch.run is not None:
+            self._run = with_update(self._run, batch.run, time.time())
+
+    def final_snapshot(self) -> RunSnapshot:
+        """What this execution wrote, as the store now holds it."""
+        checkpoints = {
+            step_id: self.outputs.encoded(step_id) for step_id in self.outputs
+        }
+        ordered = tuple(self._attempts[key] for key in sorted(self._attempts))
+        return RunSnapshot(run=self._run, checkpoints=checkpoints, attempts=ordered)
+
+
+def _batch(
+    attempt: AttemptRecord,
+    stored: bool,
+    *,
+    extra_inserts: tuple[AttemptRecord, ...] = (),
+    checkpoint: Checkpoint | None = None,
+    run: RunUpdate | None = None,
+) -> WriteBatch:
+    """A batch that inserts ``attempt`` or, if ``stored``, replaces it."""
+    if stored:
+        return WriteBatch(
+            updates=(attempt,), inserts=extra_inserts, checkpoint=checkpoint, run=run
+        )
+    return WriteBatch(inserts=(attempt, *extra_inserts), checkpoint=checkpoint, run=run)
+
+
+def lost_attempts(snapshot: RunSnapshot, workflow: Workflow) -> WriteBatch:
+    """Record the attempt a vanished owner left unfinished as interrupted.
+
+    Applies to a run stored as running whose owner is gone (a crash, a kill,
+    a kernel restart, an engine thread given up on). The unfinished attempt is
+    either stored as running (a retry) or implied: a fresh attempt starts
+    right after the previous step's commit without a write of its own.
+    """
+    run = snapshot.run
+    if run.state is not RunState.RUNNING:
+        return WriteBatch()
+    pending = [s for s in workflow.steps if s.step_id not in snapshot.checkpoints]
+    if not pending:
+        return WriteBatch()
+    step = pending[0]
+    history = [a for a in snapshot.attempts if a.step_id == step.step_id]
+    last = history[-1] if history else None
+    if last is not None and last.state is AttemptState.SCHEDULED:
+        return WriteBatch()
+    if last is not None and last.state is AttemptState.RUNNING:
+        return WriteBatch(updates=(replace(last, state=AttemptState.INTERRUPTED),))
+    return WriteBatch(
+        inserts=(
+            AttemptRecord(
+                run_id=run.run_id,
+                step_id=step.step_id,
+                task_name=step.task.name,
+                attempt=(last.attempt if last else 0) + 1,
+                state=AttemptState.INTERRUPTED,
+                started_epoch=_implied_start(snapshot, workflow, step),
+                error=ErrorInfo(
+                    type="sayiir_nb.ProcessLost",
+                    message="the process running this attempt stopped before it ended",
+                    step_id=step.step_id,
+                ),
+            ),
+        )
+    )
+
+
+def _implied_start(snapshot: RunSnapshot, workflow: Workflow, step: Step) -> float:
+    index = workflow.index_of(step.step_id)
+    if index > 0:
+        previous = workflow.steps[index - 1].step_id
+        ends = [
+            a.ended_epoch
+            for a in snapshot.attempts
+            if a.step_id == previous
+            and a.state is AttemptState.SUCCEEDED
+            and a.ended_epoch
+        ]
+        if ends:
+            return max(ends)
+    return snapshot.run.updated_epoch
 
 
 async def _invoke(step: Step, value: Any, ctx: RunContext) -> Any:

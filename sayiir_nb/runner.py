@@ -31,7 +31,7 @@ from .errors import (
     LeaseLostError,
     RunNotFoundError,
 )
-from .execution import RunExecution
+from .execution import RunExecution, lost_attempts
 from .interrupt import has_running_loop, run_here, run_in_thread
 from .registry import WorkflowRegistry
 from .status import AttemptState, RunState, StepStatus, WorkflowStatus
@@ -163,7 +163,7 @@ class CheckpointingRunner:
         lease = await self._claim(run_id)
         try:
             return await self._execute_claimed(
-                workflow, lease, input_json, digest, restart
+                workflow, lease, input_json, digest, restart, known_new=existing is None
             )
         except LeaseLostError:
             logger.warning(
@@ -206,23 +206,15 @@ class CheckpointingRunner:
         input_json: str,
         digest: str,
         restart: bool,
+        *,
+        known_new: bool,
     ) -> WorkflowStatus:
         run_id = lease.run_id
-        snapshot = self.backend.load(run_id)
-        started_ahead = None
-        if snapshot is None or restart:
-            record = self._new_record(workflow, run_id, input_json, digest)
-            started_ahead = self._first_attempt(workflow, run_id)
-            if snapshot is None:
-                self.backend.create_run(record, (started_ahead,))
-            else:
-                self.backend.reset_run(lease, record, (started_ahead,))
-            snapshot = RunSnapshot(run=record)
-        else:
-            self._check_compatible(workflow, snapshot.run, input_json, digest)
-            if snapshot.run.state.is_finished:
-                return self._status(run_id, workflow)
-            self.backend.write(lease, WriteBatch(run=RunUpdate(state=RunState.RUNNING)))
+        snapshot = self._prepare(
+            workflow, lease, input_json, digest, restart, known_new
+        )
+        if snapshot.run.state.is_finished:
+            return self._status_of(snapshot, workflow)
 
         logger.info(
             "run %s of workflow %s started",
@@ -238,10 +230,9 @@ class CheckpointingRunner:
             lease=lease,
             snapshot=snapshot,
             owner=self.owner,
-            started_ahead=started_ahead,
         )
         try:
-            state, _, _ = await execution.execute()
+            await execution.execute()
         except (KeyboardInterrupt, asyncio.CancelledError, SystemExit):
             logger.info(
                 "run %s interrupted",
@@ -249,20 +240,53 @@ class CheckpointingRunner:
                 extra={"event": "run.interrupted", "run_id": run_id},
             )
             raise
+        final = execution.final_snapshot()
         took = time.perf_counter() - began
         logger.info(
             "run %s %s in %.3fs",
             run_id,
-            state.value,
+            final.run.state.value,
             took,
             extra={
                 "event": "run.end",
                 "run_id": run_id,
-                "state": state.value,
+                "state": final.run.state.value,
                 "duration_s": took,
             },
         )
-        return self._status(run_id, workflow)
+        return self._status_of(final, workflow)
+
+    def _prepare(
+        self,
+        workflow: Workflow,
+        lease: Lease,
+        input_json: str,
+        digest: str,
+        restart: bool,
+        known_new: bool,
+    ) -> RunSnapshot:
+        """Create, reset or resume the run under ``lease``; its snapshot."""
+        run_id = lease.run_id
+        record = self._new_record(workflow, run_id, input_json, digest)
+        if known_new and not restart:
+            _, created = self.backend.create_run(record)
+            if created:
+                return RunSnapshot(run=record)
+        snapshot = self.backend.load(run_id)
+        if snapshot is None:
+            self.backend.create_run(record)
+            return RunSnapshot(run=record)
+        if restart:
+            self.backend.reset_run(lease, record)
+            return RunSnapshot(run=record)
+        self._check_compatible(workflow, snapshot.run, input_json, digest)
+        if snapshot.run.state.is_finished:
+            return snapshot
+        resume = lost_attempts(snapshot, workflow)
+        self.backend.write(
+            lease, replace(resume, run=RunUpdate(state=RunState.RUNNING))
+        )
+        return self.backend.load(run_id) or snapshot
 
     def _new_record(
         self, workflow: Workflow, run_id: str, input_json: str, digest: str
@@ -278,20 +302,6 @@ class CheckpointingRunner:
             codec=self.codec.name,
             created_epoch=now,
             updated_epoch=now,
-        )
-
-    def _first_attempt(self, workflow: Workflow, run_id: str) -> AttemptRecord:
-        step = workflow.steps[0]
-        now = time.time()
-        return AttemptRecord(
-            run_id=run_id,
-            step_id=step.step_id,
-            task_name=step.task.name,
-            attempt=1,
-            state=AttemptState.RUNNING,
-            scheduled_epoch=now,
-            started_epoch=now,
-            owner=self.owner,
         )
 
     async def _claim(self, run_id: str) -> Lease:
@@ -330,15 +340,20 @@ class CheckpointingRunner:
         snapshot = self.backend.load(run_id)
         if snapshot is None:
             raise RunNotFoundError(f"no run with id {run_id!r} in {self.backend!r}.")
+        return self._status_of(snapshot, workflow)
+
+    def _status_of(
+        self, snapshot: RunSnapshot, workflow: Workflow | None
+    ) -> WorkflowStatus:
         run = snapshot.run
         state = run.state
-        if state is RunState.RUNNING and self.backend.current_lease(run_id) is None:
+        if state is RunState.RUNNING and self.backend.current_lease(run.run_id) is None:
             state = RunState.INTERRUPTED
         output = None
         if state is RunState.COMPLETED and run.output_json is not None:
             output = self.codec.decode(run.output_json)
         return WorkflowStatus(
-            run_id=run_id,
+            run_id=run.run_id,
             workflow_name=run.workflow_name,
             state=state,
             output=output,
@@ -356,16 +371,17 @@ class CheckpointingRunner:
         if lease is None:
             return
         try:
-            now = time.time()
-            running = [
-                replace(a, state=AttemptState.INTERRUPTED, ended_epoch=now)
-                for a in self.backend.attempts(run_id)
-                if a.state is AttemptState.RUNNING
-            ]
-            batch = WriteBatch(
-                attempts=tuple(running), run=RunUpdate(state=RunState.INTERRUPTED)
+            snapshot = self.backend.load(run_id)
+            if snapshot is None:
+                return
+            batch = WriteBatch()
+            if snapshot.run.workflow_name in self.workflows:
+                batch = lost_attempts(
+                    snapshot, self.workflows.get(snapshot.run.workflow_name)
+                )
+            self.backend.write(
+                lease, replace(batch, run=RunUpdate(state=RunState.INTERRUPTED))
             )
-            self.backend.write(lease, batch)
         finally:
             self.backend.release(lease)
 

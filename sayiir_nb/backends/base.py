@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from typing import Protocol, runtime_checkable
 
-from ..errors import LeaseLostError
+from ..errors import BackendError, LeaseLostError
 from ..status import AttemptState, ErrorInfo, RunState
 
 
@@ -76,10 +76,24 @@ class RunUpdate:
 
 @dataclass(frozen=True, kw_only=True)
 class WriteBatch:
-    """What one transaction writes: attempts (inserted or replaced by their
-    key), at most one checkpoint, and at most one run update."""
+    """What one transaction writes.
 
-    attempts: tuple[AttemptRecord, ...] = ()
+    Attributes
+    ----------
+    inserts
+        Attempts stored for the first time.
+    updates
+        Attempts already stored, replaced by their new record (same run, step
+        and attempt number).
+    checkpoint
+        The output of a completed step. It comes with the step's
+        ``SUCCEEDED`` attempt in ``inserts`` or ``updates`` of the same batch.
+    run
+        A change of the run's state.
+    """
+
+    inserts: tuple[AttemptRecord, ...] = ()
+    updates: tuple[AttemptRecord, ...] = ()
     checkpoint: Checkpoint | None = None
     run: RunUpdate | None = None
 
@@ -111,18 +125,14 @@ class RunSnapshot:
 class Backend(Protocol):
     """Where runs, checkpoints, attempts and leases live."""
 
-    def create_run(
-        self, record: RunRecord, attempts: tuple[AttemptRecord, ...] = ()
-    ) -> tuple[RunRecord, bool]:
-        """Insert ``record`` (and the start of its first attempts) unless the
-        run id exists; return the stored record and whether it was created."""
+    def create_run(self, record: RunRecord) -> tuple[RunRecord, bool]:
+        """Insert ``record`` unless the run id exists; return the stored
+        record and whether it was created."""
         ...
 
-    def reset_run(
-        self, lease: Lease, record: RunRecord, attempts: tuple[AttemptRecord, ...] = ()
-    ) -> None:
+    def reset_run(self, lease: Lease, record: RunRecord) -> None:
         """Start a run over: drop its checkpoints and attempts and store
-        ``record`` (and ``attempts``) in place of the old ones."""
+        ``record`` in place of the old one."""
         ...
 
     def get_run(self, run_id: str) -> RunRecord | None: ...
@@ -166,7 +176,9 @@ class Backend(Protocol):
 
         Durable when it returns. Raises :class:`LeaseLostError` (nothing
         written) if the lease was lost, :class:`BackendError` if the store
-        failed (rolled back).
+        failed or the batch contradicts it (an insert of an attempt that
+        exists, an update of one that does not, a second checkpoint for a
+        step); then nothing of the batch is written.
         """
         ...
 
@@ -237,6 +249,20 @@ def is_runnable(
     if run.state in (RunState.PENDING, RunState.RUNNING):
         return run.wake_epoch is None or run.wake_epoch <= now_epoch
     return run.state is RunState.WAITING and (run.wake_epoch or 0) <= now_epoch
+
+
+def check_batch(batch: WriteBatch) -> None:
+    """Refuse a checkpoint that does not come with its succeeded attempt."""
+    point = batch.checkpoint
+    if point is None:
+        return
+    for attempt in (*batch.inserts, *batch.updates):
+        if attempt.step_id == point.step_id and attempt.state is AttemptState.SUCCEEDED:
+            return
+    raise BackendError(
+        f"run {point.run_id!r}: the checkpoint of step {point.step_id!r} must be "
+        "written with that step's succeeded attempt; nothing was written."
+    )
 
 
 def with_update(run: RunRecord, update: RunUpdate, now_epoch: float) -> RunRecord:

@@ -23,11 +23,13 @@ from ..errors import BackendError, StoreLockedError
 from ..status import AttemptState, ErrorInfo, RunState
 from .base import (
     AttemptRecord,
+    Checkpoint,
     Lease,
     LocalLeases,
     RunRecord,
     RunSnapshot,
     WriteBatch,
+    check_batch,
     is_runnable,
 )
 
@@ -55,13 +57,6 @@ CREATE TABLE IF NOT EXISTS sayiir_runs (
     updated_epoch DOUBLE NOT NULL,
     wake_epoch DOUBLE
 );
-CREATE TABLE IF NOT EXISTS sayiir_checkpoints (
-    run_id VARCHAR NOT NULL,
-    step_id VARCHAR NOT NULL,
-    output_json VARCHAR NOT NULL,
-    created_epoch DOUBLE NOT NULL,
-    PRIMARY KEY (run_id, step_id)
-);
 CREATE TABLE IF NOT EXISTS sayiir_attempts (
     run_id VARCHAR NOT NULL,
     step_id VARCHAR NOT NULL,
@@ -76,7 +71,8 @@ CREATE TABLE IF NOT EXISTS sayiir_attempts (
     error_message VARCHAR,
     error_traceback VARCHAR,
     owner VARCHAR NOT NULL,
-    PRIMARY KEY (run_id, step_id, attempt)
+    checkpoint_step VARCHAR,
+    output_json VARCHAR
 );
 """
 
@@ -87,18 +83,102 @@ _RUN_COLUMNS = (
 )
 _ATTEMPT_COLUMNS = (
     "run_id, step_id, task_name, attempt, state, scheduled_epoch, started_epoch, "
-    "ended_epoch, wait_before_s, error_type, error_message, error_traceback, owner"
+    "ended_epoch, wait_before_s, error_type, error_message, error_traceback, owner, "
+    "checkpoint_step, output_json"
 )
-_ATTEMPT_ROW = "(" + ", ".join(["?"] * 13) + ")"
-_ATTEMPT_UPSERT = (
-    "ON CONFLICT (run_id, step_id, attempt) DO UPDATE SET state = excluded.state, "
-    "scheduled_epoch = excluded.scheduled_epoch, "
-    "started_epoch = excluded.started_epoch, ended_epoch = excluded.ended_epoch, "
-    "wait_before_s = excluded.wait_before_s, error_type = excluded.error_type, "
-    "error_message = excluded.error_message, "
-    "error_traceback = excluded.error_traceback, owner = excluded.owner"
+_ATTEMPT_READ = _ATTEMPT_COLUMNS.removesuffix(", checkpoint_step, output_json")
+_ATTEMPT_ROW = "(" + ", ".join(["?"] * 15) + ")"
+_ATTEMPT_UPDATE = (
+    "UPDATE sayiir_attempts SET state = ?, scheduled_epoch = ?, started_epoch = ?, "
+    "ended_epoch = ?, wait_before_s = ?, error_type = ?, error_message = ?, "
+    "error_traceback = ?, owner = ?, checkpoint_step = ?, output_json = ? "
+    "WHERE run_id = ? AND step_id = ? AND attempt = ? RETURNING attempt"
+)
+_RUN_UPDATE = (
+    "UPDATE sayiir_runs SET state = ?, output_json = ?, error_type = ?, "
+    "error_message = ?, error_traceback = ?, error_step = ?, wake_epoch = ?, "
+    "updated_epoch = ? WHERE run_id = ?"
 )
 _LOCK_HOLDER = re.compile(r"PID (\d+)")
+
+
+class _RunKeys:
+    """Which attempts and checkpoints of one run are stored.
+
+    The attempts table has no index (an index makes every step's insert
+    slower, more so as the table grows); the process that holds the file is
+    its only writer, so it checks the keys here instead.
+    """
+
+    def __init__(self, rows: list[tuple[Any, ...]]) -> None:
+        self.attempts = {(step, attempt) for step, attempt, _ in rows}
+        self.checkpoints = {checkpoint for _, _, checkpoint in rows if checkpoint}
+
+    def refuse(self, run_id: str, batch: WriteBatch) -> None:
+        for a in batch.inserts:
+            if (a.step_id, a.attempt) in self.attempts:
+                raise BackendError(
+                    f"run {run_id!r}: attempt {a.attempt} of step {a.step_id!r} is "
+                    "stored already; nothing was written."
+                )
+        for a in batch.updates:
+            if (a.step_id, a.attempt) not in self.attempts:
+                raise BackendError(
+                    f"run {run_id!r}: attempt {a.attempt} of step {a.step_id!r} is "
+                    "not stored; nothing was written."
+                )
+        point = batch.checkpoint
+        if point is not None and point.step_id in self.checkpoints:
+            raise BackendError(
+                f"run {run_id!r} already has a checkpoint for step "
+                f"{point.step_id!r}; nothing was written."
+            )
+
+    def add(self, batch: WriteBatch) -> None:
+        self.attempts.update((a.step_id, a.attempt) for a in batch.inserts)
+        if batch.checkpoint is not None:
+            self.checkpoints.add(batch.checkpoint.step_id)
+
+
+class _SharedFile:
+    """One open store file, shared by every backend of this process on it.
+
+    DuckDB gives one process one database per file; sharing the connection,
+    the lock and the leases here means that a second ``DuckDBBackend`` on the
+    same path (a notebook cell run again) sees the same leases.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.conn = _connect(path)
+        self.lock = threading.RLock()
+        self.leases = LocalLeases()
+        self.keys: dict[str, _RunKeys] = {}
+        self.users = 0
+
+
+_OPEN: dict[str, _SharedFile] = {}
+_OPEN_LOCK = threading.Lock()
+
+
+def _open_shared(path: str) -> _SharedFile:
+    with _OPEN_LOCK:
+        shared = _OPEN.get(path) if path != ":memory:" else None
+        if shared is None:
+            shared = _SharedFile(path)
+            if path != ":memory:":
+                _OPEN[path] = shared
+        shared.users += 1
+        return shared
+
+
+def _close_shared(shared: _SharedFile) -> None:
+    with _OPEN_LOCK:
+        shared.users -= 1
+        if shared.users == 0:
+            _OPEN.pop(shared.path, None)
+            with shared.lock:
+                shared.conn.close()
 
 
 class DuckDBBackend:
@@ -109,6 +189,9 @@ class DuckDBBackend:
     path
         The store file; created with its folder if missing. ``":memory:"``
         gives a DuckDB database that lives as long as the backend.
+
+    Several backends opened on one path in one process share the file's
+    connection and leases.
 
     Raises
     ------
@@ -122,9 +205,10 @@ class DuckDBBackend:
         self.path = str(path) if str(path) == ":memory:" else str(Path(path).resolve())
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        self._conn = _connect(self.path)
-        self._lock = threading.RLock()
-        self._leases = LocalLeases()
+        self._file = _open_shared(self.path)
+        self._conn = self._file.conn
+        self._lock = self._file.lock
+        self._leases = self._file.leases
         self._closed = False
         with self._tx() as conn:
             conn.execute(_SCHEMA)
@@ -177,28 +261,29 @@ class DuckDBBackend:
         if self._closed:
             raise BackendError(f"DuckDB store {self.path} is closed.")
 
-    def create_run(
-        self, record: RunRecord, attempts: tuple[AttemptRecord, ...] = ()
-    ) -> tuple[RunRecord, bool]:
+    def create_run(self, record: RunRecord) -> tuple[RunRecord, bool]:
         with self._lock:
-            existing = self.get_run(record.run_id)
-            if existing is not None:
+            try:
+                self._statement(_RUN_INSERT, _run_params(record))
+            except BackendError as error:
+                if not isinstance(error.__cause__, duckdb.ConstraintException):
+                    raise
+                existing = self.get_run(record.run_id)
+                if existing is None:
+                    raise
                 return existing, False
-            with self._tx() as conn:
-                _insert_run(conn, record, attempts)
+            self._file.keys[record.run_id] = _RunKeys([])
             return record, True
 
-    def reset_run(
-        self, lease: Lease, record: RunRecord, attempts: tuple[AttemptRecord, ...] = ()
-    ) -> None:
+    def reset_run(self, lease: Lease, record: RunRecord) -> None:
         with self._lock:
             self._leases.check(lease)
             with self._tx() as conn:
-                for table in ("sayiir_checkpoints", "sayiir_attempts", "sayiir_runs"):
+                for table in ("sayiir_attempts", "sayiir_runs"):
                     conn.execute(
                         f"DELETE FROM {table} WHERE run_id = ?", [record.run_id]
                     )
-                _insert_run(conn, record, attempts)
+                conn.execute(_RUN_INSERT, _run_params(record))
 
     def get_run(self, run_id: str) -> RunRecord | None:
         rows = self._query(
@@ -212,7 +297,8 @@ class DuckDBBackend:
             if run is None:
                 return None
             rows = self._query(
-                "SELECT step_id, output_json FROM sayiir_checkpoints WHERE run_id = ?",
+                "SELECT step_id, output_json FROM sayiir_attempts "
+                "WHERE run_id = ? AND checkpoint_step IS NOT NULL",
                 [run_id],
             )
             return RunSnapshot(
@@ -221,7 +307,7 @@ class DuckDBBackend:
 
     def attempts(self, run_id: str) -> list[AttemptRecord]:
         rows = self._query(
-            f"SELECT {_ATTEMPT_COLUMNS} FROM sayiir_attempts WHERE run_id = ? "
+            f"SELECT {_ATTEMPT_READ} FROM sayiir_attempts WHERE run_id = ? "
             "ORDER BY step_id, attempt",
             [run_id],
         )
@@ -261,45 +347,54 @@ class DuckDBBackend:
         return self._leases.renew(lease, lease_s)
 
     def release(self, lease: Lease) -> None:
-        self._leases.release(lease)
+        with self._lock:
+            self._leases.release(lease)
+            if self._leases.current(lease.run_id) is None:
+                self._file.keys.pop(lease.run_id, None)
 
     def revoke(self, run_id: str) -> None:
-        self._leases.revoke(run_id)
+        with self._lock:
+            self._leases.revoke(run_id)
+            self._file.keys.pop(run_id, None)
 
     def write(self, lease: Lease, batch: WriteBatch) -> None:
+        check_batch(batch)
+        statements = _statements(lease.run_id, batch)
         with self._lock:
             self._leases.check(lease)
-            with self._tx() as conn:
-                _upsert_attempts(conn, batch.attempts)
-                point = batch.checkpoint
-                if point is not None:
-                    conn.execute(
-                        "INSERT INTO sayiir_checkpoints VALUES (?, ?, ?, ?)",
-                        [
-                            point.run_id,
-                            point.step_id,
-                            point.output_json,
-                            point.created_epoch,
-                        ],
-                    )
-                update = batch.run
-                if update is not None:
-                    error = update.error
-                    conn.execute(
-                        "UPDATE sayiir_runs SET state = ?, output_json = ?, "
-                        "error_type = ?, error_message = ?, error_traceback = ?, "
-                        "error_step = ?, wake_epoch = ?, updated_epoch = ? "
-                        "WHERE run_id = ?",
-                        [
-                            update.state.value,
-                            update.output_json,
-                            *_error_params(error),
-                            error.step_id if error else None,
-                            update.wake_epoch,
-                            time.time(),
-                            lease.run_id,
-                        ],
-                    )
+            keys = self._keys(lease.run_id)
+            keys.refuse(lease.run_id, batch)
+            if len(statements) == 1:
+                # a single statement commits atomically on its own
+                self._statement(*statements[0])
+            else:
+                with self._tx() as conn:
+                    for sql, params, expects_row in statements:
+                        _run_statement(conn, sql, params, expects_row)
+            keys.add(batch)
+
+    def _keys(self, run_id: str) -> _RunKeys:
+        keys = self._file.keys.get(run_id)
+        if keys is None:
+            rows = self._query(
+                "SELECT step_id, attempt, checkpoint_step FROM sayiir_attempts "
+                "WHERE run_id = ?",
+                [run_id],
+            )
+            keys = self._file.keys[run_id] = _RunKeys(rows)
+        return keys
+
+    def _statement(
+        self, sql: str, params: Sequence[Any], expects_row: bool = False
+    ) -> None:
+        with self._lock:
+            self._check_open()
+            try:
+                _run_statement(self._conn, sql, params, expects_row)
+            except duckdb.Error as error:
+                raise BackendError(
+                    f"DuckDB store {self.path}: {error}; nothing was written."
+                ) from error
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
         """Run one SQL statement on the store's connection (for tests and
@@ -309,10 +404,13 @@ class DuckDBBackend:
             return self._conn.execute(sql, params)
 
     def close(self) -> None:
+        """Stop using the file; it is closed once no backend of this process
+        uses it, and then another process may open it."""
         with self._lock:
-            if not self._closed:
-                self._closed = True
-                self._conn.close()
+            if self._closed:
+                return
+            self._closed = True
+        _close_shared(self._file)
 
     def __enter__(self) -> DuckDBBackend:
         return self
@@ -339,29 +437,54 @@ def _connect(path: str) -> duckdb.DuckDBPyConnection:
         ) from error
 
 
-def _insert_run(
-    conn: duckdb.DuckDBPyConnection,
-    record: RunRecord,
-    attempts: tuple[AttemptRecord, ...],
-) -> None:
-    conn.execute(
-        f"INSERT INTO sayiir_runs ({_RUN_COLUMNS}) VALUES ({', '.join(['?'] * 15)})",
-        _run_params(record),
-    )
-    _upsert_attempts(conn, attempts)
+_RUN_INSERT = (
+    f"INSERT INTO sayiir_runs ({_RUN_COLUMNS}) VALUES ({', '.join(['?'] * 15)})"
+)
 
 
-def _upsert_attempts(
-    conn: duckdb.DuckDBPyConnection, attempts: tuple[AttemptRecord, ...]
+def _statements(run_id: str, batch: WriteBatch) -> list[tuple[str, list[Any], bool]]:
+    """The SQL of a batch: one multi-row insert, one update per replaced
+    attempt, and the run's update."""
+    point = batch.checkpoint
+    statements: list[tuple[str, list[Any], bool]] = []
+    if batch.inserts:
+        rows = ", ".join([_ATTEMPT_ROW] * len(batch.inserts))
+        params = [v for a in batch.inserts for v in _attempt_params(a, point)]
+        statements.append(
+            (
+                f"INSERT INTO sayiir_attempts ({_ATTEMPT_COLUMNS}) VALUES {rows}",
+                params,
+                False,
+            )
+        )
+    for attempt in batch.updates:
+        values = _attempt_params(attempt, point)
+        params = [*values[4:], attempt.run_id, attempt.step_id, attempt.attempt]
+        statements.append((_ATTEMPT_UPDATE, params, True))
+    update = batch.run
+    if update is not None:
+        error = update.error
+        params = [
+            update.state.value,
+            update.output_json,
+            *_error_params(error),
+            error.step_id if error else None,
+            update.wake_epoch,
+            time.time(),
+            run_id,
+        ]
+        statements.append((_RUN_UPDATE, params, False))
+    return statements
+
+
+def _run_statement(
+    conn: duckdb.DuckDBPyConnection, sql: str, params: Sequence[Any], expects_row: bool
 ) -> None:
-    if not attempts:
-        return
-    rows = ", ".join([_ATTEMPT_ROW] * len(attempts))
-    conn.execute(
-        f"INSERT INTO sayiir_attempts ({_ATTEMPT_COLUMNS}) "
-        f"VALUES {rows} {_ATTEMPT_UPSERT}",
-        [value for attempt in attempts for value in _attempt_params(attempt)],
-    )
+    result = conn.execute(sql, params)
+    if expects_row and result.fetchone() is None:
+        raise duckdb.ConstraintException(
+            f"the attempt to update (parameters {list(params[-3:])}) is not stored"
+        )
 
 
 def _rollback(conn: duckdb.DuckDBPyConnection) -> None:
@@ -435,7 +558,12 @@ def _run_from_row(row: tuple[Any, ...]) -> RunRecord:
     )
 
 
-def _attempt_params(a: AttemptRecord) -> list[Any]:
+def _attempt_params(a: AttemptRecord, point: Checkpoint | None) -> list[Any]:
+    is_checkpoint = (
+        point is not None
+        and point.step_id == a.step_id
+        and a.state is AttemptState.SUCCEEDED
+    )
     return [
         a.run_id,
         a.step_id,
@@ -448,6 +576,8 @@ def _attempt_params(a: AttemptRecord) -> list[Any]:
         a.wait_before_s,
         *_error_params(a.error),
         a.owner,
+        a.step_id if is_checkpoint else None,
+        point.output_json if is_checkpoint and point is not None else None,
     ]
 
 

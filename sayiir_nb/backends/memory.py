@@ -13,6 +13,7 @@ from .base import (
     RunRecord,
     RunSnapshot,
     WriteBatch,
+    check_batch,
     is_runnable,
     with_update,
 )
@@ -35,29 +36,23 @@ class InMemoryBackend:
     def __repr__(self) -> str:
         return f"InMemoryBackend({len(self._runs)} runs)"
 
-    def create_run(
-        self, record: RunRecord, attempts: tuple[AttemptRecord, ...] = ()
-    ) -> tuple[RunRecord, bool]:
+    def create_run(self, record: RunRecord) -> tuple[RunRecord, bool]:
         with self._lock:
             existing = self._runs.get(record.run_id)
             if existing is not None:
                 return existing, False
-            self._store_new(record, attempts)
+            self._store_new(record)
             return record, True
 
-    def reset_run(
-        self, lease: Lease, record: RunRecord, attempts: tuple[AttemptRecord, ...] = ()
-    ) -> None:
+    def reset_run(self, lease: Lease, record: RunRecord) -> None:
         with self._lock:
             self._leases.check(lease)
-            self._store_new(record, attempts)
+            self._store_new(record)
 
-    def _store_new(
-        self, record: RunRecord, attempts: tuple[AttemptRecord, ...]
-    ) -> None:
+    def _store_new(self, record: RunRecord) -> None:
         self._runs[record.run_id] = record
         self._checkpoints[record.run_id] = {}
-        self._attempts[record.run_id] = {(a.step_id, a.attempt): a for a in attempts}
+        self._attempts[record.run_id] = {}
 
     def get_run(self, run_id: str) -> RunRecord | None:
         return self._runs.get(run_id)
@@ -110,23 +105,45 @@ class InMemoryBackend:
     def write(self, lease: Lease, batch: WriteBatch) -> None:
         with self._lock:
             self._leases.check(lease)
+            check_batch(batch)
             run_id = lease.run_id
-            checkpoints = self._checkpoints[run_id]
-            point = batch.checkpoint
-            if point is not None and point.step_id in checkpoints:
-                raise BackendError(
-                    f"run {run_id!r} already has a checkpoint for step "
-                    f"{point.step_id!r}; nothing was written."
-                )
             attempts = self._attempts[run_id]
-            for attempt in batch.attempts:
+            checkpoints = self._checkpoints[run_id]
+            self._refuse_contradictions(run_id, batch, attempts, checkpoints)
+            for attempt in (*batch.inserts, *batch.updates):
                 attempts[(attempt.step_id, attempt.attempt)] = attempt
-            if point is not None:
-                checkpoints[point.step_id] = point.output_json
+            if batch.checkpoint is not None:
+                checkpoints[batch.checkpoint.step_id] = batch.checkpoint.output_json
             if batch.run is not None:
                 self._runs[run_id] = with_update(
                     self._runs[run_id], batch.run, time.time()
                 )
+
+    @staticmethod
+    def _refuse_contradictions(
+        run_id: str,
+        batch: WriteBatch,
+        attempts: dict[tuple[str, int], AttemptRecord],
+        checkpoints: dict[str, str],
+    ) -> None:
+        for attempt in batch.inserts:
+            if (attempt.step_id, attempt.attempt) in attempts:
+                raise BackendError(
+                    f"run {run_id!r}: attempt {attempt.attempt} of step "
+                    f"{attempt.step_id!r} is stored already; nothing was written."
+                )
+        for attempt in batch.updates:
+            if (attempt.step_id, attempt.attempt) not in attempts:
+                raise BackendError(
+                    f"run {run_id!r}: attempt {attempt.attempt} of step "
+                    f"{attempt.step_id!r} is not stored; nothing was written."
+                )
+        point = batch.checkpoint
+        if point is not None and point.step_id in checkpoints:
+            raise BackendError(
+                f"run {run_id!r} already has a checkpoint for step "
+                f"{point.step_id!r}; nothing was written."
+            )
 
     def close(self) -> None:
         pass

@@ -46,6 +46,19 @@ def point(run_id: str, step: str = "s") -> Checkpoint:
     return Checkpoint(run_id=run_id, step_id=step, output_json="1", created_epoch=1.0)
 
 
+def success(run_id: str, n: int = 1, step: str = "s") -> WriteBatch:
+    done = AttemptRecord(
+        run_id=run_id,
+        step_id=step,
+        task_name="t",
+        attempt=n,
+        state=AttemptState.SUCCEEDED,
+        started_epoch=1.0,
+        ended_epoch=2.0,
+    )
+    return WriteBatch(inserts=(done,), checkpoint=point(run_id, step))
+
+
 def test_create_is_insert_if_absent(backend):
     _, created = backend.create_run(record("r"))
     assert created
@@ -65,9 +78,10 @@ def test_lease_is_exclusive_and_fenced(backend):
     second = backend.claim("r", "b", 30)
     assert second.fence == first.fence + 1
     with pytest.raises(LeaseLostError, match="'a'"):
-        backend.write(first, WriteBatch(checkpoint=point("r")))
+        backend.write(first, success("r"))
     assert backend.load("r").checkpoints == {}
-    backend.write(second, WriteBatch(checkpoint=point("r")))
+    assert backend.attempts("r") == []
+    backend.write(second, success("r"))
     assert backend.load("r").checkpoints == {"s": "1"}
 
 
@@ -85,21 +99,47 @@ def test_revoked_lease_cannot_write(backend):
 def test_batch_is_all_or_nothing(backend):
     backend.create_run(record("r"))
     lease = backend.claim("r", "a", 30)
-    backend.write(lease, WriteBatch(checkpoint=point("r")))
+    backend.write(lease, success("r", 1))
+    second = success("r", 2)  # the step has a checkpoint already: must fail
     bad = WriteBatch(
-        attempts=(attempt("r", 1, AttemptState.SUCCEEDED),),
-        checkpoint=point("r"),  # the step already has one: the batch must fail
+        inserts=(attempt("r", 3, AttemptState.FAILED), *second.inserts),
+        checkpoint=second.checkpoint,
         run=RunUpdate(state=RunState.COMPLETED, output_json="1"),
     )
-    with pytest.raises(BackendError, match="checkpoint|Constraint|constraint"):
+    with pytest.raises(BackendError):
         backend.write(lease, bad)
-    assert backend.attempts("r") == []
+    assert [a.attempt for a in backend.attempts("r")] == [1]
     assert backend.get_run("r").state is RunState.PENDING
 
 
-def test_attempts_are_upserted_by_key(backend):
-    backend.create_run(record("r"), (attempt("r", 1),))
+def test_insert_of_a_stored_attempt_and_update_of_a_missing_one_fail(backend):
+    backend.create_run(record("r"))
     lease = backend.claim("r", "a", 30)
+    backend.write(lease, WriteBatch(inserts=(attempt("r", 1),)))
+    with pytest.raises(BackendError):
+        backend.write(lease, WriteBatch(inserts=(attempt("r", 1),)))
+    with pytest.raises(BackendError):
+        backend.write(
+            lease,
+            WriteBatch(
+                updates=(attempt("r", 7),), run=RunUpdate(state=RunState.FAILED)
+            ),
+        )
+    assert backend.get_run("r").state is RunState.PENDING
+    assert [a.attempt for a in backend.attempts("r")] == [1]
+
+
+def test_checkpoint_needs_its_succeeded_attempt(backend):
+    backend.create_run(record("r"))
+    lease = backend.claim("r", "a", 30)
+    with pytest.raises(BackendError, match="succeeded attempt"):
+        backend.write(lease, WriteBatch(checkpoint=point("r")))
+
+
+def test_attempts_are_updated_by_key(backend):
+    backend.create_run(record("r"))
+    lease = backend.claim("r", "a", 30)
+    backend.write(lease, WriteBatch(inserts=(attempt("r", 1),)))
     done = AttemptRecord(
         run_id="r",
         step_id="s",
@@ -109,13 +149,17 @@ def test_attempts_are_upserted_by_key(backend):
         started_epoch=1.0,
         ended_epoch=2.0,
     )
-    backend.write(lease, WriteBatch(attempts=(done, attempt("r", 2))))
+    backend.write(
+        lease,
+        WriteBatch(updates=(done,), inserts=(attempt("r", 2),), checkpoint=point("r")),
+    )
     rows = backend.attempts("r")
     assert [(r.attempt, r.state) for r in rows] == [
         (1, AttemptState.SUCCEEDED),
         (2, AttemptState.RUNNING),
     ]
     assert rows[0].ended_epoch == 2.0
+    assert backend.load("r").checkpoints == {"s": "1"}
 
 
 def test_run_update_changes_state_output_and_error(backend):
@@ -154,11 +198,11 @@ def test_abandoned_running_run_is_claimable(backend):
 
 
 def test_reset_run_clears_history(backend):
-    backend.create_run(record("r"), (attempt("r", 1),))
+    backend.create_run(record("r"))
     lease = backend.claim("r", "a", 30)
-    backend.write(lease, WriteBatch(checkpoint=point("r")))
-    backend.reset_run(lease, record("r", RunState.RUNNING), (attempt("r", 1),))
+    backend.write(lease, success("r"))
+    backend.reset_run(lease, record("r", RunState.RUNNING))
     snapshot = backend.load("r")
     assert snapshot.checkpoints == {}
-    assert len(snapshot.attempts) == 1
+    assert snapshot.attempts == ()
     assert snapshot.run.state is RunState.RUNNING

@@ -1,0 +1,131 @@
+"""Benchmark of the engine's per-step overhead: ``python -m sayiir_nb.bench``.
+
+Prints, for trivial sync tasks, the cost per step of a chain of 1,000 and of
+10,000 steps and of 1,000 runs of 3 steps, on the in-memory and the DuckDB
+backends, and beside the DuckDB figures the cost of one raw DuckDB
+``INSERT`` + ``COMMIT`` measured in the same run.
+Targets: in-memory at most 30 µs per step and flat in chain length (10,000
+steps cost at most 1.5 times per step what 1,000 do); DuckDB at most 1.5
+times the raw commit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import duckdb
+
+from .backends.base import Backend
+from .backends.duckdb import DuckDBBackend
+from .backends.memory import InMemoryBackend
+from .runner import CheckpointingRunner
+from .tasks import task
+from .workflow import Flow, Workflow
+
+
+@task
+def increment(x: int) -> int:
+    return x + 1
+
+
+def chain(length: int) -> Workflow:
+    flow = Flow(f"bench-chain-{length}")
+    for index in range(length):
+        flow.then(increment, name=f"s{index}")
+    return flow.build()
+
+
+def per_step_chain_us(make_backend: Callable[[], Backend], length: int) -> float:
+    workflow = chain(length)
+    backend = make_backend()
+    runner = CheckpointingRunner(backend)
+    began = time.perf_counter()
+    status = runner.run(workflow, "bench", 0)
+    took = time.perf_counter() - began
+    assert status.output == length, status
+    backend.close()
+    return took / length * 1e6
+
+
+def per_step_runs_us(make_backend: Callable[[], Backend], runs: int) -> float:
+    workflow = chain(3)
+    backend = make_backend()
+    runner = CheckpointingRunner(backend)
+    began = time.perf_counter()
+    for index in range(runs):
+        assert runner.run(workflow, f"run-{index}", 0).output == 3
+    took = time.perf_counter() - began
+    backend.close()
+    return took / (runs * 3) * 1e6
+
+
+def raw_commit_us(folder: Path, count: int = 500) -> float:
+    """One INSERT + COMMIT on a DuckDB file, median over ``count``."""
+    conn = duckdb.connect(str(folder / "raw.duckdb"))
+    conn.execute("CREATE TABLE t (run_id VARCHAR, step_id VARCHAR, output VARCHAR)")
+    samples = []
+    for index in range(count):
+        began = time.perf_counter()
+        conn.execute("BEGIN TRANSACTION")
+        conn.execute("INSERT INTO t VALUES (?, ?, ?)", ["bench", f"s{index}", "1"])
+        conn.execute("COMMIT")
+        samples.append(time.perf_counter() - began)
+    conn.close()
+    return statistics.median(samples) * 1e6
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smaller sizes")
+    args = parser.parse_args(argv)
+    small, large, runs = (200, 2000, 200) if args.quick else (1000, 10000, 1000)
+
+    folder = Path(tempfile.mkdtemp(prefix="sayiir-bench-"))
+    counter = iter(range(10**9))
+
+    def duck() -> Backend:
+        return DuckDBBackend(folder / f"bench-{next(counter)}.duckdb")
+
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} cores, "
+        f"Python {platform.python_version()}, DuckDB {duckdb.__version__}"
+    )
+    memory_small = per_step_chain_us(InMemoryBackend, small)
+    memory_large = per_step_chain_us(InMemoryBackend, large)
+    memory_runs = per_step_runs_us(InMemoryBackend, runs)
+    raw = raw_commit_us(folder)
+    duck_small = per_step_chain_us(duck, small)
+    duck_large = per_step_chain_us(duck, large)
+    duck_runs = per_step_runs_us(duck, runs)
+
+    rows = [
+        ("in-memory", f"chain of {small:,}", memory_small, None),
+        ("in-memory", f"chain of {large:,}", memory_large, None),
+        ("in-memory", f"{runs:,} runs of 3", memory_runs, None),
+        ("duckdb", f"chain of {small:,}", duck_small, duck_small / raw),
+        ("duckdb", f"chain of {large:,}", duck_large, duck_large / raw),
+        ("duckdb", f"{runs:,} runs of 3", duck_runs, duck_runs / raw),
+    ]
+    print(f"raw DuckDB INSERT + COMMIT: {raw:,.0f} µs (median of 500)")
+    print(f"{'backend':<10} {'workload':<18} {'µs per step':>12} {'x raw commit':>13}")
+    for backend, workload, cost, ratio in rows:
+        shown = f"{ratio:.2f}" if ratio is not None else "-"
+        print(f"{backend:<10} {workload:<18} {cost:>12,.1f} {shown:>13}")
+    flat = memory_large / memory_small
+    print(f"in-memory flatness ({large:,} vs {small:,}): {flat:.2f}x (target <= 1.5)")
+    print(
+        f"in-memory per step: {max(memory_small, memory_large):.1f} µs (target <= 30)"
+    )
+    worst = max(duck_small, duck_large, duck_runs) / raw
+    print(f"duckdb per step vs raw commit: {worst:.2f}x at worst (target <= 1.5)")
+
+
+if __name__ == "__main__":
+    main()
