@@ -75,7 +75,10 @@ class JsonCodec:
     name = "json"
 
     def encode(self, value: Any) -> str:
-        if type(value) in _SCALARS:
+        kind = type(value)
+        if kind is int:
+            return str(value)
+        if kind in _SCALARS:
             return json.dumps(value, ensure_ascii=False)
         try:
             tree = _encode(value)

@@ -64,6 +64,23 @@ def current_context() -> RunContext:
 
 _INTERRUPTS = (KeyboardInterrupt, SystemExit, asyncio.CancelledError)
 _FAILED = (AttemptState.FAILED, AttemptState.TIMED_OUT)
+_SCALARS = frozenset({int, str, bool, type(None)})
+
+
+def _finished(start: AttemptRecord, state: AttemptState, ended: float) -> AttemptRecord:
+    """``start`` with its outcome (a faster ``dataclasses.replace``)."""
+    return AttemptRecord(
+        run_id=start.run_id,
+        step_id=start.step_id,
+        task_name=start.task_name,
+        attempt=start.attempt,
+        state=state,
+        scheduled_epoch=start.scheduled_epoch,
+        started_epoch=start.started_epoch,
+        ended_epoch=ended,
+        wait_before_s=start.wait_before_s,
+        owner=start.owner,
+    )
 
 
 class StepFailed(Exception):
@@ -196,14 +213,13 @@ class RunExecution:
         is_last: bool,
     ) -> Any:
         policy = step.task.options.retry
-        history = [a for a in snapshot_attempts if a.step_id == step.step_id]
-        failures = sum(1 for a in history if a.state in _FAILED)
-        number = max((a.attempt for a in history), default=0)
-        pending = (
-            history[-1]
-            if history and history[-1].state is AttemptState.SCHEDULED
-            else None
-        )
+        failures, number, pending = 0, 0, None
+        if snapshot_attempts:
+            history = [a for a in snapshot_attempts if a.step_id == step.step_id]
+            failures = sum(1 for a in history if a.state in _FAILED)
+            number = max((a.attempt for a in history), default=0)
+            if history and history[-1].state is AttemptState.SCHEDULED:
+                pending = history[-1]
 
         while True:
             start, stored = await self._start(step, pending, number + 1)
@@ -218,7 +234,9 @@ class RunExecution:
                 except CodecError as error:
                     outcome = _Outcome(error=_refused(step, error))
             if encoded is not None:
-                return self._commit_success(step, start, stored, encoded, is_last)
+                return self._commit_success(
+                    step, start, stored, outcome.value, encoded, is_last
+                )
 
             failures += 1
             ended = _ended(start, outcome)
@@ -309,11 +327,12 @@ class RunExecution:
         step: Step,
         start: AttemptRecord,
         stored: bool,
+        live: Any,
         encoded: str,
         is_last: bool,
     ) -> Any:
         now = time.time()
-        done = replace(start, state=AttemptState.SUCCEEDED, ended_epoch=now)
+        done = _finished(start, AttemptState.SUCCEEDED, now)
         point = Checkpoint(
             run_id=self.run_id,
             step_id=step.step_id,
@@ -327,7 +346,8 @@ class RunExecution:
         )
         self._write(_batch(done, stored, checkpoint=point, run=update))
         _log_attempt_end(done)
-        value = self.codec.decode(encoded)
+        # immutable scalars come back from the codec as they went in
+        value = live if type(live) in _SCALARS else self.codec.decode(encoded)
         self.outputs.add(step.step_id, encoded, value)
         return value
 

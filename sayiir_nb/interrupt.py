@@ -23,8 +23,7 @@ import asyncio
 import ctypes
 import signal
 import threading
-from collections.abc import Callable, Coroutine, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -44,22 +43,24 @@ class InlineCalls:
         self._depth: dict[int, int] = {}
         self._sent: set[int] = set()
 
-    @contextmanager
-    def inline(self) -> Iterator[None]:
-        """Mark the current thread as running task code for the block."""
+    def inline(self) -> _Inline:
+        """A context manager marking the current thread as running task code."""
+        return _Inline(self)
+
+    def _enter(self) -> None:
         ident = threading.get_ident()
         with self._lock:
             self._depth[ident] = self._depth.get(ident, 0) + 1
-        try:
-            yield
-        finally:
-            with self._lock:
-                depth = self._depth.pop(ident) - 1
-                if depth:
-                    self._depth[ident] = depth
-                elif ident in self._sent:
-                    self._sent.discard(ident)
-                    _set_async_exc(ident, None)  # drop an interrupt that came late
+
+    def _exit(self) -> None:
+        ident = threading.get_ident()
+        with self._lock:
+            depth = self._depth.pop(ident) - 1
+            if depth:
+                self._depth[ident] = depth
+            elif ident in self._sent:
+                self._sent.discard(ident)
+                _set_async_exc(ident, None)  # drop an interrupt that came late
 
     def active(self, ident: int) -> bool:
         return ident in self._depth
@@ -73,6 +74,19 @@ class InlineCalls:
             self._sent.add(ident)
             _set_async_exc(ident, KeyboardInterrupt)
             return True
+
+
+class _Inline:
+    __slots__ = ("_calls",)
+
+    def __init__(self, calls: InlineCalls) -> None:
+        self._calls = calls
+
+    def __enter__(self) -> None:
+        self._calls._enter()
+
+    def __exit__(self, *exc: object) -> None:
+        self._calls._exit()
 
 
 INLINE = InlineCalls()

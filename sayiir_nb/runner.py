@@ -407,24 +407,34 @@ def _step_statuses(
         order = [(s.step_id, s.task.name) for s in workflow.steps]
     else:
         order = [(step, rows[0].task_name) for step, rows in by_step.items()]
-    statuses = []
-    for step_id, task_name in order:
-        rows = by_step.get(step_id, [])
-        last = rows[-1] if rows else None
-        duration = None
-        if last is not None and last.started_epoch and last.ended_epoch:
-            duration = last.ended_epoch - last.started_epoch
-        failed = [a for a in rows if a.error is not None]
-        statuses.append(
-            StepStatus(
-                step_id=step_id,
-                task_name=task_name,
-                state=last.state.value if last else "pending",
-                attempts=len(
-                    [a for a in rows if a.state is not AttemptState.SCHEDULED]
-                ),
-                duration_s=duration,
-                error=failed[-1].error if failed else None,
-            )
+    return tuple(
+        _step_status(step_id, name, by_step.get(step_id)) for step_id, name in order
+    )
+
+
+def _step_status(
+    step_id: str, task_name: str, rows: list[AttemptRecord] | None
+) -> StepStatus:
+    if not rows:
+        return StepStatus(
+            step_id=step_id, task_name=task_name, state="pending", attempts=0
         )
-    return tuple(statuses)
+    last = rows[-1]
+    duration = None
+    if last.started_epoch and last.ended_epoch:
+        duration = last.ended_epoch - last.started_epoch
+    error = None
+    tried = 0
+    for row in rows:
+        if row.error is not None:
+            error = row.error
+        if row.state is not AttemptState.SCHEDULED:
+            tried += 1
+    return StepStatus(
+        step_id=step_id,
+        task_name=task_name,
+        state=last.state.value,
+        attempts=tried,
+        duration_s=duration,
+        error=error,
+    )
