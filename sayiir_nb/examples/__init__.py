@@ -1,0 +1,1 @@
+"""Runnable examples; ``email_campaign`` is the demo behind ``make demo``."""
