@@ -154,17 +154,19 @@ class CheckpointingRunner:
         self.workflows.register(workflow)
         input_json = self.codec.encode(input)
         digest = _digest(input_json)
-        existing = self.backend.get_run(run_id)
-        if existing is not None and not restart:
-            self._check_compatible(workflow, existing, input_json, digest)
-            if existing.state.is_finished:
-                return self._status(existing.run_id, workflow)
+        record = self._new_record(workflow, run_id, input_json, digest)
+        created = False
+        if not restart:
+            stored, created = self.backend.create_run(record)
+            if not created:
+                self._check_compatible(workflow, stored, input_json, digest)
+                if stored.state.is_finished:
+                    return self._status(run_id, workflow)
 
-        lease = await self._claim(run_id)
+        lease, waited = await self._claim(run_id)
         try:
-            return await self._execute_claimed(
-                workflow, lease, input_json, digest, restart, known_new=existing is None
-            )
+            fresh = created and not waited
+            return await self._execute_claimed(workflow, lease, record, restart, fresh)
         except LeaseLostError:
             logger.warning(
                 "run %s was taken over by another owner; this call stops",
@@ -203,16 +205,14 @@ class CheckpointingRunner:
         self,
         workflow: Workflow,
         lease: Lease,
-        input_json: str,
-        digest: str,
+        record: RunRecord,
         restart: bool,
-        *,
-        known_new: bool,
+        fresh: bool,
     ) -> WorkflowStatus:
         run_id = lease.run_id
-        snapshot = self._prepare(
-            workflow, lease, input_json, digest, restart, known_new
-        )
+        snapshot = RunSnapshot(run=record)
+        if not fresh:
+            snapshot = self._prepare(workflow, lease, record, restart)
         if snapshot.run.state.is_finished:
             return self._status_of(snapshot, workflow)
 
@@ -257,21 +257,10 @@ class CheckpointingRunner:
         return self._status_of(final, workflow)
 
     def _prepare(
-        self,
-        workflow: Workflow,
-        lease: Lease,
-        input_json: str,
-        digest: str,
-        restart: bool,
-        known_new: bool,
+        self, workflow: Workflow, lease: Lease, record: RunRecord, restart: bool
     ) -> RunSnapshot:
         """Create, reset or resume the run under ``lease``; its snapshot."""
         run_id = lease.run_id
-        record = self._new_record(workflow, run_id, input_json, digest)
-        if known_new and not restart:
-            _, created = self.backend.create_run(record)
-            if created:
-                return RunSnapshot(run=record)
         snapshot = self.backend.load(run_id)
         if snapshot is None:
             self.backend.create_run(record)
@@ -279,7 +268,9 @@ class CheckpointingRunner:
         if restart:
             self.backend.reset_run(lease, record)
             return RunSnapshot(run=record)
-        self._check_compatible(workflow, snapshot.run, input_json, digest)
+        self._check_compatible(
+            workflow, snapshot.run, record.input_json, record.input_digest
+        )
         if snapshot.run.state.is_finished:
             return snapshot
         resume = lost_attempts(snapshot, workflow)
@@ -304,14 +295,16 @@ class CheckpointingRunner:
             updated_epoch=now,
         )
 
-    async def _claim(self, run_id: str) -> Lease:
-        """Take the run's lease, waiting while another caller holds it."""
+    async def _claim(self, run_id: str) -> tuple[Lease, bool]:
+        """Take the run's lease, waiting while another caller holds it;
+        return it and whether it had to wait."""
         owner = f"{self.owner}/{next(self._calls)}"
-        delay = 0.005
+        delay, waited = 0.005, False
         while True:
             lease = self.backend.claim(run_id, owner, lease_s=30.0)
             if lease is not None:
-                return lease
+                return lease, waited
+            waited = True
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.1)
 

@@ -312,40 +312,33 @@ def run_demo(
     def say(text: str = "") -> None:
         print(text, file=out, flush=True)
 
+    request = {"campaign_id": campaign_id}
     with LocalSMTPServer(failure_rate=failure_rate) as smtp:
         os.environ[SMTP_ENV] = smtp.address
         with CheckpointingRunner(DuckDBBackend(store)) as runner:
-            say(
-                f"SMTP server on {smtp.address}, deferring {failure_rate:.0%} of deliveries"
-            )
-            status = runner.run(
-                campaign_workflow, run_id, {"campaign_id": campaign_id}, restart=restart
-            )
+            say(f"SMTP server on {smtp.address}, deferring {failure_rate:.0%} of mail")
+            status = runner.run(campaign_workflow, run_id, request, restart=restart)
             accepted_first = smtp.accepted_count
             attempts = runner.backend.attempts(run_id)
             again = runner.run(campaign_workflow, run_id, request)
             accepted_again = smtp.accepted_count - accepted_first
 
     active = active_subscribers(data)
-    send_rows = [a for a in attempts if a.step_id == "send_messages"]
-    retried = [a for a in send_rows if a.attempt > 1]
+    retried = [a for a in attempts if a.step_id == "send_messages" and a.attempt > 1]
     say(f"run {run_id}: {status.state.value}")
     for step in status.steps:
         took = f"{step.duration_s:.3f}s" if step.duration_s is not None else "-"
-        say(
-            f"  {step.step_id:<17} {step.state:<10} attempts={step.attempts}  last took {took}"
-        )
+        say(f"  {step.step_id:<17} {step.state:<10} attempts={step.attempts}  {took}")
     if status.output:
         say(f"output: {status.output}")
     say(f"active recipients: {active}")
     say(f"accepted by the SMTP server in this run: {accepted_first}")
     waits = ", ".join(f"{a.wait_before_s:.2f}s" for a in retried) or "none"
-    say(
-        f"retried attempts of send_messages: {len(retried)} (waits before them: {waits})"
-    )
+    say(f"retried attempts of send_messages: {len(retried)} (waits: {waits})")
     say(f"deferred answers (451) from the server: {smtp.handler.deferred}")
+    same = again.output == status.output
     say(
-        f"same run id again: {again.state.value}, output equal: {again.output == status.output}, "
+        f"same run id again: {again.state.value}, same output: {same}, "
         f"messages sent: {accepted_again}"
     )
     say(f"store (runs, checkpoints, attempts): {store}")
