@@ -268,8 +268,8 @@ def _email(message: Message) -> EmailMessage:
     email["From"] = message.sender
     email["To"] = message.to
     email["Subject"] = message.subject
-    email["Content-Language"] = message.language
     email.set_content(message.body)
+    email["Content-Language"] = message.language  # after set_content, which resets it
     return email
 
 
@@ -351,6 +351,7 @@ def run_demo(
         "accepted_again": accepted_again,
         "retried": len(retried),
         "deferred": smtp.handler.deferred,
+        "deliveries": list(smtp.handler.accepted),
         "store": store,
     }
 

@@ -11,7 +11,7 @@ import random
 import socket
 import threading
 from dataclasses import dataclass, field
-from email import message_from_bytes
+from email import message_from_bytes, policy
 from email.message import Message
 from typing import Any
 
@@ -49,7 +49,7 @@ class FlakyHandler:
                 Delivery(
                     sender=envelope.mail_from,
                     recipients=list(envelope.rcpt_tos),
-                    message=message_from_bytes(envelope.content),
+                    message=message_from_bytes(envelope.content, policy=policy.default),
                 )
             )
         return "250 2.0.0 Message accepted for delivery"
