@@ -71,6 +71,11 @@ class LeaseLostError(SayiirError):
     """
 
 
+class ProcessLostError(SayiirError):
+    """Recorded for an attempt whose process stopped before it ended (a
+    crash, a kill, a kernel restart); the step runs again on resume."""
+
+
 class BackendError(SayiirError):
     """The backend failed to read or write; the transaction was rolled back."""
 

@@ -430,7 +430,7 @@ def lost_attempts(snapshot: RunSnapshot, workflow: Workflow) -> WriteBatch:
                 state=AttemptState.INTERRUPTED,
                 started_epoch=_implied_start(snapshot, workflow, step),
                 error=ErrorInfo(
-                    type="sayiir_nb.ProcessLost",
+                    type="sayiir_nb.errors.ProcessLostError",
                     message="the process running this attempt stopped before it ended",
                     step_id=step.step_id,
                 ),
