@@ -67,12 +67,16 @@ CREATE TABLE IF NOT EXISTS sayiir_attempts (
     started_epoch DOUBLE,
     ended_epoch DOUBLE,
     wait_before_s DOUBLE NOT NULL,
-    error_type VARCHAR,
-    error_message VARCHAR,
-    error_traceback VARCHAR,
     owner VARCHAR NOT NULL,
-    checkpoint_step VARCHAR,
     output_json VARCHAR
+);
+CREATE TABLE IF NOT EXISTS sayiir_attempt_errors (
+    run_id VARCHAR NOT NULL,
+    step_id VARCHAR NOT NULL,
+    attempt INTEGER NOT NULL,
+    error_type VARCHAR NOT NULL,
+    error_message VARCHAR NOT NULL,
+    error_traceback VARCHAR NOT NULL
 );
 """
 
@@ -81,19 +85,27 @@ _RUN_COLUMNS = (
     "output_json, error_type, error_message, error_traceback, error_step, "
     "created_epoch, updated_epoch, wake_epoch"
 )
+# The row a step writes is kept narrow (DuckDB's cost of an insert grows with
+# its columns): errors live in their own table, written only on failure, and
+# the checkpoint is the output of the succeeded attempt.
 _ATTEMPT_COLUMNS = (
     "run_id, step_id, task_name, attempt, state, scheduled_epoch, started_epoch, "
-    "ended_epoch, wait_before_s, error_type, error_message, error_traceback, owner, "
-    "checkpoint_step, output_json"
+    "ended_epoch, wait_before_s, owner, output_json"
 )
-_ATTEMPT_READ = _ATTEMPT_COLUMNS.removesuffix(", checkpoint_step, output_json")
-_ATTEMPT_ROW = "(" + ", ".join(["?"] * 15) + ")"
+_ATTEMPT_READ = (
+    "a.run_id, a.step_id, a.task_name, a.attempt, a.state, a.scheduled_epoch, "
+    "a.started_epoch, a.ended_epoch, a.wait_before_s, a.owner, e.error_type, "
+    "e.error_message, e.error_traceback FROM sayiir_attempts a "
+    "LEFT JOIN sayiir_attempt_errors e USING (run_id, step_id, attempt)"
+)
+_ATTEMPT_ROW = "(" + ", ".join(["?"] * 11) + ")"
 _ATTEMPT_UPDATE = (
     "UPDATE sayiir_attempts SET state = ?, scheduled_epoch = ?, started_epoch = ?, "
-    "ended_epoch = ?, wait_before_s = ?, error_type = ?, error_message = ?, "
-    "error_traceback = ?, owner = ?, checkpoint_step = ?, output_json = ? "
+    "ended_epoch = ?, wait_before_s = ?, owner = ?, output_json = ? "
     "WHERE run_id = ? AND step_id = ? AND attempt = ? RETURNING attempt"
 )
+_ERROR_INSERT = "INSERT INTO sayiir_attempt_errors VALUES "
+_ERROR_ROW = "(?, ?, ?, ?, ?, ?)"
 _RUN_UPDATE = (
     "UPDATE sayiir_runs SET state = ?, output_json = ?, error_type = ?, "
     "error_message = ?, error_traceback = ?, error_step = ?, wake_epoch = ?, "
@@ -112,7 +124,7 @@ class _RunKeys:
 
     def __init__(self, rows: list[tuple[Any, ...]]) -> None:
         self.attempts = {(step, attempt) for step, attempt, _ in rows}
-        self.checkpoints = {checkpoint for _, _, checkpoint in rows if checkpoint}
+        self.checkpoints = {step for step, _, is_checkpoint in rows if is_checkpoint}
 
     def refuse(self, run_id: str, batch: WriteBatch) -> None:
         for a in batch.inserts:
@@ -279,7 +291,11 @@ class DuckDBBackend:
         with self._lock:
             self._leases.check(lease)
             with self._tx() as conn:
-                for table in ("sayiir_attempts", "sayiir_runs"):
+                for table in (
+                    "sayiir_attempt_errors",
+                    "sayiir_attempts",
+                    "sayiir_runs",
+                ):
                     conn.execute(
                         f"DELETE FROM {table} WHERE run_id = ?", [record.run_id]
                     )
@@ -298,7 +314,7 @@ class DuckDBBackend:
                 return None
             rows = self._query(
                 "SELECT step_id, output_json FROM sayiir_attempts "
-                "WHERE run_id = ? AND checkpoint_step IS NOT NULL",
+                "WHERE run_id = ? AND output_json IS NOT NULL",
                 [run_id],
             )
             return RunSnapshot(
@@ -307,8 +323,7 @@ class DuckDBBackend:
 
     def attempts(self, run_id: str) -> list[AttemptRecord]:
         rows = self._query(
-            f"SELECT {_ATTEMPT_READ} FROM sayiir_attempts WHERE run_id = ? "
-            "ORDER BY step_id, attempt",
+            f"SELECT {_ATTEMPT_READ} WHERE a.run_id = ? ORDER BY a.step_id, a.attempt",
             [run_id],
         )
         return [_attempt_from_row(row) for row in rows]
@@ -377,7 +392,7 @@ class DuckDBBackend:
         keys = self._file.keys.get(run_id)
         if keys is None:
             rows = self._query(
-                "SELECT step_id, attempt, checkpoint_step FROM sayiir_attempts "
+                "SELECT step_id, attempt, output_json IS NOT NULL FROM sayiir_attempts "
                 "WHERE run_id = ?",
                 [run_id],
             )
@@ -461,6 +476,15 @@ def _statements(run_id: str, batch: WriteBatch) -> list[tuple[str, list[Any], bo
         values = _attempt_params(attempt, point)
         params = [*values[4:], attempt.run_id, attempt.step_id, attempt.attempt]
         statements.append((_ATTEMPT_UPDATE, params, True))
+    failed = [a for a in (*batch.inserts, *batch.updates) if a.error is not None]
+    if failed:
+        rows = ", ".join([_ERROR_ROW] * len(failed))
+        params = [
+            v
+            for a in failed
+            for v in (a.run_id, a.step_id, a.attempt, *_error_params(a.error))
+        ]
+        statements.append((_ERROR_INSERT + rows, params, False))
     update = batch.run
     if update is not None:
         error = update.error
@@ -574,9 +598,7 @@ def _attempt_params(a: AttemptRecord, point: Checkpoint | None) -> list[Any]:
         a.started_epoch,
         a.ended_epoch,
         a.wait_before_s,
-        *_error_params(a.error),
         a.owner,
-        a.step_id if is_checkpoint else None,
         point.output_json if is_checkpoint and point is not None else None,
     ]
 
@@ -592,10 +614,10 @@ def _attempt_from_row(row: tuple[Any, ...]) -> AttemptRecord:
         started,
         ended,
         wait_s,
+        owner,
         error_type,
         error_message,
         error_traceback,
-        owner,
     ) = row
     error = None
     if error_type is not None:
