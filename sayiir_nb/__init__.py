@@ -37,6 +37,7 @@ _EXPORTS = {
     "ErrorInfo": "status",
     "TaskRegistry": "registry",
     "WorkflowRegistry": "registry",
+    "History": "history",
     "current_context": "execution",
     "SayiirError": "errors",
     "DefinitionError": "errors",
@@ -67,6 +68,7 @@ __all__ = [
     "DurationError",
     "ErrorInfo",
     "Flow",
+    "History",
     "InMemoryBackend",
     "InputMismatchError",
     "JsonCodec",
@@ -128,6 +130,7 @@ if TYPE_CHECKING:
         UnenforceableTimeoutWarning,
     )
     from .execution import current_context
+    from .history import History
     from .registry import TaskRegistry, WorkflowRegistry
     from .runner import CheckpointingRunner, default_store_path
     from .status import AttemptState, ErrorInfo, RunState, StepStatus, WorkflowStatus

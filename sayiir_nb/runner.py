@@ -13,7 +13,7 @@ import time
 import uuid
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .backends.base import (
     AttemptRecord,
@@ -36,6 +36,9 @@ from .interrupt import has_running_loop, run_here, run_in_thread
 from .registry import WorkflowRegistry
 from .status import AttemptState, RunState, StepStatus, WorkflowStatus
 from .workflow import Workflow
+
+if TYPE_CHECKING:
+    from .history import History
 
 logger = logging.getLogger(__name__)
 
@@ -190,6 +193,13 @@ class CheckpointingRunner:
         if run is not None and run.workflow_name in self.workflows:
             workflow = self.workflows.get(run.workflow_name)
         return self._status(run_id, workflow)
+
+    @property
+    def history(self) -> History:
+        """The backend's run history as DataFrames and SQL."""
+        from .history import History
+
+        return History(self.backend, self.codec)
 
     def close(self) -> None:
         """Close the backend (releases the DuckDB file for other processes)."""

@@ -12,10 +12,14 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from ..errors import BackendError, LeaseLostError
+
+if TYPE_CHECKING:
+    import duckdb
 from ..status import AttemptState, ErrorInfo, RunState
 
 
@@ -180,6 +184,16 @@ class Backend(Protocol):
         exists, an update of one that does not, a second checkpoint for a
         step); then nothing of the batch is written.
         """
+        ...
+
+    def reading(self) -> AbstractContextManager[duckdb.DuckDBPyConnection]:
+        """A DuckDB connection on which the history views (``runs``,
+        ``steps``, ``attempts``, ``signals``) can be queried, for the block."""
+        ...
+
+    def delete_runs(self, run_ids: list[str]) -> int:
+        """Delete these runs and everything stored for them, except runs whose
+        lease is held; return how many were deleted."""
         ...
 
     def close(self) -> None: ...

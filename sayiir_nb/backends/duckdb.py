@@ -32,53 +32,7 @@ from .base import (
     check_batch,
     is_runnable,
 )
-
-SCHEMA_VERSION = 1
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS sayiir_meta (
-    key VARCHAR PRIMARY KEY,
-    value VARCHAR NOT NULL
-);
-CREATE TABLE IF NOT EXISTS sayiir_runs (
-    run_id VARCHAR PRIMARY KEY,
-    workflow_name VARCHAR NOT NULL,
-    definition_hash VARCHAR NOT NULL,
-    state VARCHAR NOT NULL,
-    input_json VARCHAR NOT NULL,
-    input_digest VARCHAR NOT NULL,
-    codec VARCHAR NOT NULL,
-    output_json VARCHAR,
-    error_type VARCHAR,
-    error_message VARCHAR,
-    error_traceback VARCHAR,
-    error_step VARCHAR,
-    created_epoch DOUBLE NOT NULL,
-    updated_epoch DOUBLE NOT NULL,
-    wake_epoch DOUBLE
-);
-CREATE TABLE IF NOT EXISTS sayiir_attempts (
-    run_id VARCHAR NOT NULL,
-    step_id VARCHAR NOT NULL,
-    task_name VARCHAR NOT NULL,
-    attempt INTEGER NOT NULL,
-    state VARCHAR NOT NULL,
-    scheduled_epoch DOUBLE,
-    started_epoch DOUBLE,
-    ended_epoch DOUBLE,
-    wait_before_s DOUBLE NOT NULL,
-    owner VARCHAR NOT NULL,
-    output_json VARCHAR
-);
-CREATE TABLE IF NOT EXISTS sayiir_attempt_errors (
-    run_id VARCHAR NOT NULL,
-    step_id VARCHAR NOT NULL,
-    attempt INTEGER NOT NULL,
-    error_type VARCHAR NOT NULL,
-    error_message VARCHAR NOT NULL,
-    error_traceback VARCHAR NOT NULL
-);
-"""
+from .schema import migrate
 
 _RUN_COLUMNS = (
     "run_id, workflow_name, definition_hash, state, input_json, input_digest, codec, "
@@ -163,6 +117,7 @@ class _SharedFile:
     def __init__(self, path: str) -> None:
         self.path = path
         self.conn = _connect(path)
+        self.conn.execute("SET TimeZone = 'UTC'")
         self.lock = threading.RLock()
         self.leases = LocalLeases()
         self.keys: dict[str, _RunKeys] = {}
@@ -222,13 +177,13 @@ class DuckDBBackend:
         self._lock = self._file.lock
         self._leases = self._file.leases
         self._closed = False
-        with self._tx() as conn:
-            conn.execute(_SCHEMA)
-            conn.execute(
-                "INSERT INTO sayiir_meta VALUES ('schema_version', ?) "
-                "ON CONFLICT (key) DO NOTHING",
-                [str(SCHEMA_VERSION)],
-            )
+        with self._lock:
+            try:
+                self.schema_version = migrate(self._conn, f"DuckDB store {self.path}")
+            except duckdb.Error as error:
+                raise BackendError(
+                    f"cannot prepare the schema of DuckDB store {self.path}: {error}"
+                ) from error
 
     def __repr__(self) -> str:
         return f"DuckDBBackend({self.path!r})"
@@ -410,6 +365,39 @@ class DuckDBBackend:
                 raise BackendError(
                     f"DuckDB store {self.path}: {error}; nothing was written."
                 ) from error
+
+    @contextmanager
+    def reading(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """The store's own connection, held for the block (the views live in
+        the file)."""
+        with self._lock:
+            self._check_open()
+            yield self._conn
+
+    def delete_runs(self, run_ids: list[str]) -> int:
+        with self._lock:
+            leased = self._leases.leased()
+            chosen = [r for r in run_ids if r not in leased]
+            if not chosen:
+                return 0
+            marks = ", ".join("?" * len(chosen))
+            with self._tx() as conn:
+                row = conn.execute(
+                    f"SELECT count(*) FROM sayiir_runs WHERE run_id IN ({marks})",
+                    chosen,
+                ).fetchone()
+                for table in (
+                    "sayiir_signals",
+                    "sayiir_attempt_errors",
+                    "sayiir_attempts",
+                    "sayiir_runs",
+                ):
+                    conn.execute(
+                        f"DELETE FROM {table} WHERE run_id IN ({marks})", chosen
+                    )
+            for run_id in chosen:
+                self._file.keys.pop(run_id, None)
+            return int(row[0]) if row else 0
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
         """Run one SQL statement on the store's connection (for tests and

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 from ..errors import BackendError
+from ..status import AttemptState, ErrorInfo
 from .base import (
     AttemptRecord,
     Lease,
@@ -17,6 +21,10 @@ from .base import (
     is_runnable,
     with_update,
 )
+from .schema import migrate
+
+if TYPE_CHECKING:
+    import duckdb
 
 
 class InMemoryBackend:
@@ -145,5 +153,105 @@ class InMemoryBackend:
                 f"{point.step_id!r}; nothing was written."
             )
 
+    @contextmanager
+    def reading(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """An in-memory DuckDB database holding a copy of the rows."""
+        import duckdb
+
+        with self._lock:
+            runs = list(self._runs.values())
+            attempts = [a for rows in self._attempts.values() for a in rows.values()]
+            checkpoints = {k: dict(v) for k, v in self._checkpoints.items()}
+        conn = duckdb.connect()
+        try:
+            conn.execute("SET TimeZone = 'UTC'")
+            migrate(conn, "the in-memory history")
+            _fill(conn, runs, attempts, checkpoints)
+            yield conn
+        finally:
+            conn.close()
+
+    def delete_runs(self, run_ids: list[str]) -> int:
+        deleted = 0
+        with self._lock:
+            leased = self._leases.leased()
+            for run_id in run_ids:
+                if run_id in leased or run_id not in self._runs:
+                    continue
+                del self._runs[run_id]
+                self._checkpoints.pop(run_id, None)
+                self._attempts.pop(run_id, None)
+                deleted += 1
+        return deleted
+
     def close(self) -> None:
         pass
+
+
+def _fill(
+    conn: duckdb.DuckDBPyConnection,
+    runs: list[RunRecord],
+    attempts: list[AttemptRecord],
+    checkpoints: dict[str, dict[str, str]],
+) -> None:
+    """Insert the records into the stored tables' shape."""
+    if not runs:
+        return
+    conn.executemany(
+        "INSERT INTO sayiir_runs VALUES (" + ", ".join("?" * 15) + ")",
+        [
+            (
+                r.run_id,
+                r.workflow_name,
+                r.definition_hash,
+                r.state.value,
+                r.input_json,
+                r.input_digest,
+                r.codec,
+                r.output_json,
+                *_error(r.error),
+                r.error.step_id if r.error else None,
+                r.created_epoch,
+                r.updated_epoch,
+                r.wake_epoch,
+            )
+            for r in runs
+        ],
+    )
+    rows = []
+    errors = []
+    for a in attempts:
+        output = None
+        if a.state is AttemptState.SUCCEEDED:
+            output = checkpoints.get(a.run_id, {}).get(a.step_id)
+        rows.append(
+            (
+                a.run_id,
+                a.step_id,
+                a.task_name,
+                a.attempt,
+                a.state.value,
+                a.scheduled_epoch,
+                a.started_epoch,
+                a.ended_epoch,
+                a.wait_before_s,
+                a.owner,
+                output,
+            )
+        )
+        if a.error is not None:
+            errors.append((a.run_id, a.step_id, a.attempt, *_error(a.error)))
+    if rows:
+        conn.executemany(
+            "INSERT INTO sayiir_attempts VALUES (" + ", ".join("?" * 11) + ")", rows
+        )
+    if errors:
+        conn.executemany(
+            "INSERT INTO sayiir_attempt_errors VALUES (?, ?, ?, ?, ?, ?)", errors
+        )
+
+
+def _error(error: ErrorInfo | None) -> tuple[str | None, str | None, str | None]:
+    if error is None:
+        return None, None, None
+    return error.type, error.message, error.traceback

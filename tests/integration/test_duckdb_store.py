@@ -16,6 +16,7 @@ from sayiir_nb import (
     Flow,
     task,
 )
+from sayiir_nb.backends.schema import SCHEMA_VERSION
 
 
 def test_second_process_gets_a_clear_error(tmp_path):
@@ -89,5 +90,5 @@ def test_schema_version_is_recorded(tmp_path):
     row = backend.execute(
         "SELECT value FROM sayiir_meta WHERE key = 'schema_version'"
     ).fetchone()
-    assert row == ("1",)
+    assert row == (str(SCHEMA_VERSION),)
     backend.close()
