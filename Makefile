@@ -10,7 +10,7 @@ $(BIN)/python:
 	$(BIN)/pip install --quiet --upgrade pip
 
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet -e '.[demo,postgres,dev]'
+	$(BIN)/pip install --quiet -e '.[demo,dev]'
 	touch $@
 
 demo: $(VENV)/.installed

@@ -74,6 +74,6 @@ def _parse(text: str, what: str) -> float:
 
 def _message(value: object, what: str) -> str:
     return (
-        f"cannot understand {what} {value!r}: give seconds as a number, a "
+        f"{what}: cannot understand {value!r}; give seconds as a number, a "
         'timedelta, or a string such as "500ms", "10s", "5m", "1h" or "1m30s".'
     )

@@ -215,7 +215,10 @@ class RunExecution:
         policy = step.task.options.retry
         failures, number, pending = 0, 0, None
         if snapshot_attempts:
-            history = [a for a in snapshot_attempts if a.step_id == step.step_id]
+            history = sorted(
+                (a for a in snapshot_attempts if a.step_id == step.step_id),
+                key=lambda a: a.attempt,
+            )
             failures = sum(1 for a in history if a.state in _FAILED)
             number = max((a.attempt for a in history), default=0)
             if history and history[-1].state is AttemptState.SCHEDULED:
@@ -399,7 +402,16 @@ def _batch(
     return WriteBatch(inserts=(attempt, *extra_inserts), checkpoint=checkpoint, run=run)
 
 
-def lost_attempts(snapshot: RunSnapshot, workflow: Workflow) -> WriteBatch:
+LOST_PROCESS = "the process running this attempt stopped before it ended"
+LOST_INTERRUPT = (
+    "interrupted; the task did not return to Python within the grace period, "
+    "so its late result is discarded"
+)
+
+
+def lost_attempts(
+    snapshot: RunSnapshot, workflow: Workflow, reason: str = LOST_PROCESS
+) -> WriteBatch:
     """Record the attempt a vanished owner left unfinished as interrupted.
 
     Applies to a run stored as running whose owner is gone (a crash, a kill,
@@ -415,6 +427,7 @@ def lost_attempts(snapshot: RunSnapshot, workflow: Workflow) -> WriteBatch:
         return WriteBatch()
     step = pending[0]
     history = [a for a in snapshot.attempts if a.step_id == step.step_id]
+    history.sort(key=lambda a: a.attempt)
     last = history[-1] if history else None
     if last is not None and last.state is AttemptState.SCHEDULED:
         return WriteBatch()
@@ -431,7 +444,7 @@ def lost_attempts(snapshot: RunSnapshot, workflow: Workflow) -> WriteBatch:
                 started_epoch=_implied_start(snapshot, workflow, step),
                 error=ErrorInfo(
                     type="sayiir_nb.errors.ProcessLostError",
-                    message="the process running this attempt stopped before it ended",
+                    message=reason,
                     step_id=step.step_id,
                 ),
             ),
@@ -505,14 +518,18 @@ async def _in_thread(
     if waiting in done:
         return waiting.result()
     waiting.cancel()
-    warnings.warn(
+    code = getattr(step.task.fn, "__code__", None)
+    warnings.warn_explicit(
         UnenforceableTimeoutWarning(
             f"task {step.task.name!r} (step {step.step_id!r}) is still running after "
             f"its timeout of {timeout_s:g}s. Python cannot kill a thread, so it keeps "
             "running in the background and its late result will be discarded. Make "
             "the task async, or have it check its own deadline, to stop it for real."
         ),
-        stacklevel=2,
+        UnenforceableTimeoutWarning,
+        filename=code.co_filename if code else __file__,
+        lineno=code.co_firstlineno if code else 0,
+        module=getattr(step.task.fn, "__module__", None) or __name__,
     )
     raise _deadline_error(step.task.name, timeout_s)
 

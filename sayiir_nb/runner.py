@@ -31,7 +31,7 @@ from .errors import (
     LeaseLostError,
     RunNotFoundError,
 )
-from .execution import RunExecution, lost_attempts
+from .execution import LOST_INTERRUPT, RunExecution, lost_attempts
 from .interrupt import has_running_loop, run_here, run_in_thread
 from .registry import WorkflowRegistry
 from .status import AttemptState, RunState, StepStatus, WorkflowStatus
@@ -379,9 +379,8 @@ class CheckpointingRunner:
                 return
             batch = WriteBatch()
             if snapshot.run.workflow_name in self.workflows:
-                batch = lost_attempts(
-                    snapshot, self.workflows.get(snapshot.run.workflow_name)
-                )
+                workflow = self.workflows.get(snapshot.run.workflow_name)
+                batch = lost_attempts(snapshot, workflow, LOST_INTERRUPT)
             self.backend.write(
                 lease, replace(batch, run=RunUpdate(state=RunState.INTERRUPTED))
             )

@@ -76,7 +76,10 @@ class ErrorInfo:
         if kind.__module__ not in ("builtins", "__main__"):
             name = f"{kind.__module__}.{name}"
         text = "".join(traceback.format_exception(error))
-        return cls(type=name, message=str(error), traceback=text, step_id=step_id)
+        message = str(error)
+        if isinstance(error, KeyError) and len(error.args) == 1:
+            message = str(error.args[0])  # str(KeyError) adds quotes
+        return cls(type=name, message=message, traceback=text, step_id=step_id)
 
     def to_exception(self) -> BaseException:
         """Rebuild an exception of the original type when it can be imported
@@ -113,7 +116,7 @@ class StepStatus:
     state: str  # "pending" or the state of the step's latest attempt
     attempts: int
     duration_s: float | None = None
-    error: ErrorInfo | None = None
+    error: ErrorInfo | None = None  # the latest error, even if a retry succeeded
 
 
 @dataclass(frozen=True, kw_only=True)

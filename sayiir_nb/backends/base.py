@@ -146,7 +146,8 @@ class Backend(Protocol):
         ...
 
     def attempts(self, run_id: str) -> list[AttemptRecord]:
-        """Every attempt of the run, ordered by step then attempt number."""
+        """Every attempt of the run, in the order they started (a scheduled
+        retry at its planned time)."""
         ...
 
     def list_runs(self) -> list[RunRecord]: ...

@@ -278,7 +278,8 @@ class DuckDBBackend:
 
     def attempts(self, run_id: str) -> list[AttemptRecord]:
         rows = self._query(
-            f"SELECT {_ATTEMPT_READ} WHERE a.run_id = ? ORDER BY a.step_id, a.attempt",
+            f"SELECT {_ATTEMPT_READ} WHERE a.run_id = ? ORDER BY "
+            "coalesce(a.started_epoch, a.scheduled_epoch), a.step_id, a.attempt",
             [run_id],
         )
         return [_attempt_from_row(row) for row in rows]
@@ -433,10 +434,11 @@ def _connect(path: str) -> duckdb.DuckDBPyConnection:
         who = f"process {holder.group(1)}" if holder else "another process"
         raise StoreLockedError(
             f"the DuckDB store {path} is open in {who}. DuckDB lets one process "
-            "write a file at a time: close the runner there (runner.close(), or "
-            "shut down that kernel), give this process another store file, or use "
-            "PostgresBackend to share runs between processes. To analyse a copy, "
-            "copy the file first and open the copy."
+            "use a file at a time: close the runner there (runner.close(), or shut "
+            "down that kernel), or give this process another store file. To "
+            "analyse the runs elsewhere, export them in the process that holds "
+            "the file (runner.history.export_parquet(folder)) or copy the file "
+            "while nothing runs."
         ) from error
 
 

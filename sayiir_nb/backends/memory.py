@@ -78,8 +78,8 @@ class InMemoryBackend:
 
     def attempts(self, run_id: str) -> list[AttemptRecord]:
         with self._lock:
-            rows = self._attempts.get(run_id, {})
-            return [rows[key] for key in sorted(rows)]
+            rows = self._attempts.get(run_id, {}).values()
+            return sorted(rows, key=_in_time_order)
 
     def list_runs(self) -> list[RunRecord]:
         with self._lock:
@@ -186,6 +186,10 @@ class InMemoryBackend:
 
     def close(self) -> None:
         pass
+
+
+def _in_time_order(a: AttemptRecord) -> tuple[float, str, int]:
+    return (a.started_epoch or a.scheduled_epoch or 0.0, a.step_id, a.attempt)
 
 
 def _fill(

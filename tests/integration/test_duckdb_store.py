@@ -40,7 +40,7 @@ def test_second_process_gets_a_clear_error(tmp_path):
     message = out.stdout
     assert str(path) in message
     assert f"process {os.getpid()}" in message
-    assert "PostgresBackend" in message
+    assert "export_parquet" in message
     assert "runner.close()" in message
     assert out.returncode == 0
 
