@@ -177,13 +177,17 @@ class DuckDBBackend:
         self._lock = self._file.lock
         self._leases = self._file.leases
         self._closed = False
-        with self._lock:
-            try:
+        try:
+            with self._lock:
                 self.schema_version = migrate(self._conn, f"DuckDB store {self.path}")
-            except duckdb.Error as error:
-                raise BackendError(
-                    f"cannot prepare the schema of DuckDB store {self.path}: {error}"
-                ) from error
+        except duckdb.Error as error:
+            self.close()
+            raise BackendError(
+                f"cannot prepare the schema of DuckDB store {self.path}: {error}"
+            ) from error
+        except BaseException:
+            self.close()
+            raise
 
     def __repr__(self) -> str:
         return f"DuckDBBackend({self.path!r})"

@@ -92,3 +92,37 @@ def test_schema_version_is_recorded(tmp_path):
     ).fetchone()
     assert row == (str(SCHEMA_VERSION),)
     backend.close()
+
+
+def test_an_older_store_is_migrated_when_opened(tmp_path):
+    import duckdb
+
+    from sayiir_nb.backends.schema import migrate
+
+    path = tmp_path / "old.duckdb"
+    with duckdb.connect(str(path)) as conn:
+        assert migrate(conn, "old store", upto=1) == 1
+        conn.execute(
+            "INSERT INTO sayiir_runs VALUES ('kept', 'wf', 'h', 'completed', '1', 'd', "
+            "'json', '2', NULL, NULL, NULL, NULL, 1.0, 2.0, NULL)"
+        )
+        views = conn.execute(
+            "SELECT count(*) FROM duckdb_views() WHERE view_name = 'runs'"
+        ).fetchone()
+        assert views == (0,)
+    with CheckpointingRunner(DuckDBBackend(path)) as runner:
+        assert runner.backend.schema_version == SCHEMA_VERSION
+        runs = runner.history.runs()
+    assert list(runs["run_id"]) == ["kept"]
+    assert runs["duration_s"].iloc[0] == 1.0
+
+
+def test_a_newer_store_is_refused(tmp_path):
+    import duckdb
+
+    path = tmp_path / "new.duckdb"
+    DuckDBBackend(path).close()
+    with duckdb.connect(str(path)) as conn:
+        conn.execute("UPDATE sayiir_meta SET value = '99' WHERE key = 'schema_version'")
+    with pytest.raises(BackendError, match="schema version 99, newer"):
+        DuckDBBackend(path)
