@@ -55,6 +55,10 @@ class DefinitionMismatchError(RunConflictError):
     """The run id was started by a workflow whose definition hash differs."""
 
 
+class RunIdError(SayiirError, ValueError):
+    """A run id is not a non-empty string of at most 200 characters."""
+
+
 class RunNotFoundError(SayiirError, LookupError):
     """No run with that run id is in the backend."""
 

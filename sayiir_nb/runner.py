@@ -26,9 +26,11 @@ from .backends.base import (
 )
 from .codec import Codec, JsonCodec
 from .errors import (
+    CodecError,
     DefinitionMismatchError,
     InputMismatchError,
     LeaseLostError,
+    RunIdError,
     RunNotFoundError,
 )
 from .execution import LOST_INTERRUPT, RunExecution, lost_attempts
@@ -154,22 +156,26 @@ class CheckpointingRunner:
         restart: bool = False,
     ) -> WorkflowStatus:
         """The async form of :meth:`run`; async tasks run on the caller's loop."""
+        _check_run_id(run_id)
         self.workflows.register(workflow)
-        input_json = self.codec.encode(input)
+        input_json = self._encode_input(input, run_id)
         digest = _digest(input_json)
         record = self._new_record(workflow, run_id, input_json, digest)
-        created = False
-        if not restart:
-            stored, created = self.backend.create_run(record)
-            if not created:
-                self._check_compatible(workflow, stored, input_json, digest)
-                if stored.state.is_finished:
-                    return self._status(run_id, workflow)
 
-        lease, waited = await self._claim(run_id)
+        # The lease comes first: whoever holds it is the only caller that may
+        # create, resume or execute the run.
+        lease = await self._claim(run_id)
         try:
-            fresh = created and not waited
-            return await self._execute_claimed(workflow, lease, record, restart, fresh)
+            created = False
+            if not restart:
+                stored, created = self.backend.create_run(record)
+                if not created:
+                    self._check_compatible(workflow, stored, input_json, digest)
+                    if stored.state.is_finished:
+                        return self._status(run_id, workflow)
+            return await self._execute_claimed(
+                workflow, lease, record, restart, created
+            )
         except LeaseLostError:
             logger.warning(
                 "run %s was taken over by another owner; this call stops",
@@ -219,6 +225,8 @@ class CheckpointingRunner:
         restart: bool,
         fresh: bool,
     ) -> WorkflowStatus:
+        """Execute the run under ``lease``; ``fresh`` when this call just
+        created it (nothing to load)."""
         run_id = lease.run_id
         snapshot = RunSnapshot(run=record)
         if not fresh:
@@ -305,18 +313,28 @@ class CheckpointingRunner:
             updated_epoch=now,
         )
 
-    async def _claim(self, run_id: str) -> tuple[Lease, bool]:
-        """Take the run's lease, waiting while another caller holds it;
-        return it and whether it had to wait."""
+    async def _claim(self, run_id: str) -> Lease:
+        """Take the run's lease, waiting while another caller holds it."""
         owner = f"{self.owner}/{next(self._calls)}"
-        delay, waited = 0.005, False
+        delay = 0.005
         while True:
             lease = self.backend.claim(run_id, owner, lease_s=30.0)
             if lease is not None:
-                return lease, waited
-            waited = True
+                return lease
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.1)
+
+    def _encode_input(self, value: Any, run_id: str) -> str:
+        try:
+            return self.codec.encode(value)
+        except CodecError as error:
+            raise CodecError(
+                f"the input of run {run_id!r} cannot be stored: input{error.path} is "
+                f"of type {error.type_name}; {error.reason}",
+                path=error.path,
+                type_name=error.type_name,
+                reason=error.reason,
+            ) from None
 
     def _check_compatible(
         self, workflow: Workflow, run: RunRecord, input_json: str, digest: str
@@ -388,11 +406,38 @@ class CheckpointingRunner:
             self.backend.release(lease)
 
 
+def _check_run_id(run_id: object) -> None:
+    if not isinstance(run_id, str) or not run_id.strip():
+        raise RunIdError(
+            f"a run id must be a non-empty string, such as 'campaign-001'; got "
+            f"{run_id!r} ({type(run_id).__name__})."
+        )
+    if len(run_id) > 200:
+        raise RunIdError(
+            f"run id {run_id[:40]!r}... is {len(run_id)} characters long; keep run "
+            "ids to 200 characters."
+        )
+
+
 def _digest(input_json: str) -> str:
+    """A digest of the input that equal values share, whatever the order of
+    their dict keys or set items."""
     canonical = json.dumps(
-        json.loads(input_json), sort_keys=True, separators=(",", ":")
+        _canonical(json.loads(input_json)), sort_keys=True, separators=(",", ":")
     )
     return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _canonical(tree: Any) -> Any:
+    if isinstance(tree, list):
+        return [_canonical(item) for item in tree]
+    if not isinstance(tree, dict):
+        return tree
+    if tree.get("$") == "dict":
+        pairs = [[_canonical(k), _canonical(v)] for k, v in tree["v"]]
+        pairs.sort(key=lambda pair: json.dumps(pair[0], sort_keys=True))
+        return {"$": "dict", "v": pairs}
+    return {key: _canonical(item) for key, item in tree.items()}
 
 
 def _preview(encoded: str, limit: int = 80) -> str:
