@@ -34,7 +34,7 @@ from .backends.base import (
 )
 from .codec import Codec
 from .errors import CodecError, UnenforceableTimeoutWarning
-from .interrupt import INLINE
+from .interrupt import INLINE, STOP
 from .status import AttemptState, ErrorInfo, RunState
 from .workflow import RunContext, Step, Workflow
 
@@ -159,6 +159,7 @@ class RunExecution:
         self._input: Any = ...
         self._run = snapshot.run
         self._attempts = {(a.step_id, a.attempt): a for a in snapshot.attempts}
+        self._stop = STOP.get()
 
     @property
     def input(self) -> Any:
@@ -189,6 +190,12 @@ class RunExecution:
         except RunStopped as stopped:
             self._record_interrupt(stopped.attempt)
             raise stopped.cause from None
+        except (KeyboardInterrupt, asyncio.CancelledError):
+            # forced while the engine itself ran (a second Ctrl-C): record the
+            # stop if the store still answers; a resume tidies up the rest
+            with contextlib.suppress(Exception):
+                self._record_interrupt(None)
+            raise
 
     def _first_pending(self, steps: tuple[Step, ...]) -> int:
         done = self.snapshot.checkpoints
@@ -225,6 +232,8 @@ class RunExecution:
                 pending = history[-1]
 
         while True:
+            if self._stop is not None and self._stop.is_set():
+                raise RunStopped(KeyboardInterrupt(), None)
             start, stored = await self._start(step, pending, number + 1)
             number, pending = start.attempt, None
             _log_attempt_start(start)

@@ -8,7 +8,8 @@ Two situations need care:
   one is running, and cancels the run otherwise.
 * An event loop already runs in the calling thread (Jupyter, or code under
   ``asyncio.run``): the engine runs on a loop of its own in a helper thread
-  while the caller waits. A ``KeyboardInterrupt`` raised in the caller (the
+  while the caller waits; the cancellation of the caller's task counts as an
+  interrupt. A ``KeyboardInterrupt`` raised in the caller (the
   kernel's interrupt) cancels the engine's run and raises
   ``KeyboardInterrupt`` inside a sync task that is running on the helper
   thread. A task blocked in C code (``time.sleep``, a socket read) only sees it
@@ -19,7 +20,9 @@ Two situations need care:
 
 from __future__ import annotations
 
+import _thread
 import asyncio
+import contextvars
 import ctypes
 import signal
 import threading
@@ -100,29 +103,57 @@ def has_running_loop() -> bool:
     return True
 
 
-def run_here(make: Callable[[], Coroutine[Any, Any, T]]) -> T:
-    """Run a coroutine on a new loop in this thread; Ctrl-C interrupts it."""
+STOP: contextvars.ContextVar[threading.Event | None] = contextvars.ContextVar(
+    "sayiir_nb_stop", default=None
+)
+"""Set by the sync entry points: the run stops at its next step boundary."""
+
+
+def run_here(make: Callable[[], Coroutine[Any, Any, T]], *, grace_s: float = 1.0) -> T:
+    """Run a coroutine on a new loop in this thread; Ctrl-C interrupts it.
+
+    The first Ctrl-C raises ``KeyboardInterrupt`` inside a sync task that is
+    running, and otherwise asks the run to stop: at its next step boundary, or
+    at once if it is waiting. If it has not stopped after ``grace_s`` seconds
+    (an async task that never yields), ``KeyboardInterrupt`` is raised where
+    the code is; so is a second Ctrl-C.
+    """
     loop = asyncio.new_event_loop()
-    main = loop.create_task(make())
-    interrupted = threading.Event()
+    stop = threading.Event()
+    context = contextvars.copy_context()
+    context.run(STOP.set, stop)
+    main = loop.create_task(make(), context=context)
 
     def on_sigint(signum: int, frame: Any) -> None:
-        if INLINE.active(threading.get_ident()):
+        if INLINE.active(threading.get_ident()) or stop.is_set():
             raise KeyboardInterrupt
-        interrupted.set()
+        stop.set()
         loop.call_soon_threadsafe(main.cancel)
+        _watchdog(grace_s, main)
 
     previous = _install_sigint(on_sigint)
     try:
         return loop.run_until_complete(main)
     except asyncio.CancelledError:
-        if interrupted.is_set():
+        if stop.is_set():
             raise KeyboardInterrupt from None
         raise
     finally:
         if previous is not None:
             signal.signal(signal.SIGINT, previous)
         _close_loop(loop)
+
+
+def _watchdog(grace_s: float, main: asyncio.Task[Any]) -> None:
+    """Interrupt the main thread again if ``main`` is still going later."""
+
+    def check() -> None:
+        if not main.done():
+            _thread.interrupt_main()
+
+    timer = threading.Timer(grace_s, check)
+    timer.daemon = True
+    timer.start()
 
 
 def run_in_thread(
@@ -134,19 +165,25 @@ def run_in_thread(
 ) -> T:
     """Run a coroutine on a loop in a helper thread and wait for it.
 
-    On ``KeyboardInterrupt`` in the waiting thread, cancel the coroutine and
-    interrupt the task code it runs; if it has not stopped after ``grace_s``
-    seconds call ``abandon`` (which takes the run over), then re-raise.
+    A ``KeyboardInterrupt`` in the waiting thread (a kernel interrupt), or the
+    cancellation of the asyncio task that made this call, asks the run to stop,
+    cancels what it awaits and interrupts the sync task code it runs. If it has
+    not stopped after ``grace_s`` seconds, ``abandon`` takes the run over.
+    Then the interrupt (or the cancellation) is raised.
     """
     started = threading.Event()
     done = threading.Event()
+    stop = threading.Event()
     box: dict[str, Any] = {}
+    outer = _current_task()
 
     def target() -> None:
         loop = asyncio.new_event_loop()
         asyncio.set_event_loop(loop)
+        context = contextvars.copy_context()
+        context.run(STOP.set, stop)
         box["loop"] = loop
-        box["task"] = loop.create_task(make())
+        box["task"] = loop.create_task(make(), context=context)
         started.set()
         try:
             box["value"] = loop.run_until_complete(box["task"])
@@ -158,16 +195,22 @@ def run_in_thread(
 
     thread = threading.Thread(target=target, name=name, daemon=True)
     thread.start()
+    cancelled = False
     try:
         while not done.wait(0.05):
-            pass
+            if outer is not None and outer.cancelling():
+                cancelled = True
+                raise KeyboardInterrupt
     except KeyboardInterrupt:
         started.wait()
+        stop.set()
         box["loop"].call_soon_threadsafe(box["task"].cancel)
         if thread.ident is not None:
             INLINE.interrupt(thread.ident)
         if not done.wait(grace_s):
             abandon()
+        if cancelled:
+            raise asyncio.CancelledError from None
         raise
     if "error" in box:
         error = box["error"]
@@ -175,6 +218,13 @@ def run_in_thread(
             raise KeyboardInterrupt from None
         raise error
     return box["value"]
+
+
+def _current_task() -> asyncio.Task[Any] | None:
+    try:
+        return asyncio.current_task()
+    except RuntimeError:
+        return None
 
 
 def _install_sigint(handler: Callable[[int, Any], None]) -> Any:

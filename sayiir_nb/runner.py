@@ -139,7 +139,7 @@ class CheckpointingRunner:
             return self.arun(workflow, run_id, input, restart=restart)
 
         if not has_running_loop():
-            return run_here(make)
+            return run_here(make, grace_s=self.interrupt_grace_s)
         return run_in_thread(
             make,
             name=f"sayiir-run-{run_id}",

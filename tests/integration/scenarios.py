@@ -78,6 +78,35 @@ def sleepy(_):
 SLEEPY = Flow("sleepy").then(sleepy).build()
 
 
+@task
+async def spins(_):
+    note("started")
+    if MODE != "resume":
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            sum(range(1000))
+    note("finished")
+    return "done"
+
+
+SPINS = Flow("spins").then(spins).build()
+
+
+def big_step(index: int):
+    @task(name=f"big{index}")
+    def big(_):
+        note(f"big{index}")
+        return list(range(150_000))
+
+    return big
+
+
+MANY = Flow("many")
+for _index in range(20):
+    MANY.then(big_step(_index))
+MANY = MANY.build()
+
+
 def report(runner: CheckpointingRunner, run_id: str) -> None:
     status = runner.status(run_id)
     print(f"STATE {status.state.value}", flush=True)
@@ -91,6 +120,16 @@ def main() -> None:
     elif name == "backoff":
         report_status = runner.run(BACKOFF, "backoff-1", None)
         print(f"STATE {report_status.state.value}")
+    elif name == "sigint-many":
+        _interruptible(runner, lambda: runner.run(MANY, "many-1", None), "many-1")
+    elif name == "sigint-async":
+        _interruptible(runner, lambda: runner.run(SPINS, "spins-1", None), "spins-1")
+    elif name == "sigint-asyncio-run":
+
+        async def outer():
+            return runner.run(SLEEPY, "sleepy-1", None)
+
+        _interruptible(runner, lambda: asyncio.run(outer()), "sleepy-1")
     elif name in ("sigint-plain", "sigint-loop"):
         try:
             if name == "sigint-plain":
@@ -102,6 +141,17 @@ def main() -> None:
             print("KEYBOARD INTERRUPT", flush=True)
         report(runner, "sleepy-1")
     runner.close()
+
+
+def _interruptible(runner: CheckpointingRunner, call, run_id: str) -> None:
+    try:
+        status = call()
+        print(
+            f"OUTPUT {status.output if not isinstance(status.output, list) else 'list'}"
+        )
+    except KeyboardInterrupt:
+        print("KEYBOARD INTERRUPT", flush=True)
+    report(runner, run_id)
 
 
 async def _in_loop(runner: CheckpointingRunner):

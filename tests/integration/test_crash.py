@@ -134,3 +134,34 @@ def test_interrupt_stops_promptly_and_the_run_resumes(tmp_path, scenario, mode):
     assert "OUTPUT done" in out
     assert lines(side).count("started") == 2
     assert os.path.exists(store)
+
+
+@pytest.mark.parametrize(
+    ("scenario", "run_id", "marker"),
+    [
+        ("sigint-many", "many-1", "big0"),
+        ("sigint-async", "spins-1", "started"),
+        ("sigint-asyncio-run", "sleepy-1", "started"),
+    ],
+)
+def test_interrupt_outside_sync_task_code_stops_the_run(
+    tmp_path, scenario, run_id, marker
+):
+    """Ctrl-C while the engine encodes or commits, inside an async task that
+    never yields, or in sync code under asyncio.run: the run still stops."""
+    store, side = tmp_path / "store.duckdb", tmp_path / "side.txt"
+    child = start(scenario, store, side, "busy")
+    wait_for_line(side, marker)
+    sent = time.time()
+    child.send_signal(signal.SIGINT)
+    out, err = child.communicate(timeout=60)
+    took = time.time() - sent
+    assert "KEYBOARD INTERRUPT" in out, (out, err)
+    assert "STATE interrupted" in out
+    assert took < 6, f"took {took:.1f}s to stop"
+    if scenario == "sigint-many":
+        assert len(lines(side)) < 20
+    resumed = start(scenario, store, side, "resume")
+    out, err = resumed.communicate(timeout=120)
+    assert resumed.returncode == 0, err
+    assert "STATE completed" in out
