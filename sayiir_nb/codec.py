@@ -18,7 +18,7 @@ import math
 import pathlib
 import uuid
 from collections.abc import Callable
-from datetime import date, datetime, time, timedelta
+from datetime import date, datetime, time, timedelta, timezone
 from decimal import Decimal
 from typing import Any, Protocol, runtime_checkable
 from zoneinfo import ZoneInfo
@@ -27,6 +27,17 @@ from .errors import CodecError
 
 TAG = "$"
 _SCALARS = (str, int, bool, type(None))
+_PATHS = {
+    name: name
+    for name in (
+        "Path",
+        "PosixPath",
+        "WindowsPath",
+        "PurePath",
+        "PurePosixPath",
+        "PureWindowsPath",
+    )
+}
 
 
 @runtime_checkable
@@ -68,20 +79,36 @@ class JsonCodec:
     Dataclasses, enums and pydantic models are rebuilt by importing their
     class by module and name, so they must be defined at module level (a
     notebook's top level counts) and importable when the value is read back.
-    Anything else is refused with a :class:`CodecError` naming the type and
-    where in the value it is.
+    They are rebuilt field by field, without calling ``__init__`` again (as
+    pickle does). Anything else is refused with a :class:`CodecError` naming
+    the type and where in the value it is; so are values nested more deeply
+    than Python's recursion limit, values that contain themselves, masked
+    numpy arrays and arrays of Python objects.
     """
 
     name = "json"
 
     def encode(self, value: Any) -> str:
         kind = type(value)
-        if kind is int:
-            return str(value)
-        if kind in _SCALARS:
-            return json.dumps(value, ensure_ascii=False)
         try:
+            if kind is int:
+                return str(value)
+            if kind in _SCALARS:
+                return json.dumps(value, ensure_ascii=False)
             tree = _encode(value)
+            return json.dumps(
+                tree, ensure_ascii=False, separators=(",", ":"), allow_nan=False
+            )
+        except RecursionError:
+            raise CodecError(
+                "cannot store the value: it is nested too deeply, or it contains "
+                "itself (a cycle). Return a flatter value.",
+                reason="it is nested too deeply, or contains itself (a cycle).",
+            ) from None
+        except (ValueError, OverflowError) as error:
+            raise CodecError(
+                f"cannot store the value: {error}", reason=f"{error}."
+            ) from None
         except _Refused as refused:
             path = "".join(reversed(refused.segments))
             type_name = _type_name(refused.value)
@@ -92,18 +119,23 @@ class JsonCodec:
                 type_name=type_name,
                 reason=refused.reason,
             ) from None
-        return json.dumps(
-            tree, ensure_ascii=False, separators=(",", ":"), allow_nan=False
-        )
 
     def decode(self, text: str) -> Any:
         try:
             tree = json.loads(text)
         except (TypeError, ValueError) as error:
             raise CodecError(f"stored value is not valid JSON: {error}") from error
-        if isinstance(tree, dict | list):
+        if not isinstance(tree, dict | list):
+            return tree
+        try:
             return _decode(tree)
-        return tree
+        except CodecError:
+            raise
+        except Exception as error:
+            raise CodecError(
+                f"a stored value cannot be rebuilt: {type(error).__name__}: {error}",
+                reason=f"it cannot be rebuilt ({type(error).__name__}: {error}).",
+            ) from error
 
 
 def _encode(value: Any) -> Any:
@@ -165,8 +197,19 @@ def _encode_set(value: set[Any] | frozenset[Any]) -> Any:
 
 def _encode_datetime(value: datetime) -> Any:
     out: dict[str, Any] = {TAG: "datetime", "v": value.isoformat()}
-    if isinstance(value.tzinfo, ZoneInfo):
-        out["tz"] = value.tzinfo.key
+    zone = value.tzinfo
+    if isinstance(zone, ZoneInfo):
+        out["tz"] = zone.key
+    elif isinstance(zone, timezone) and zone.tzname(None) != _plain_name(zone):
+        out["tzname"] = zone.tzname(None)
+    elif zone is not None and not isinstance(zone, timezone):
+        raise _Refused(
+            f"time zone {zone!r} is not a ZoneInfo or a fixed offset; use "
+            "zoneinfo.ZoneInfo for named zones.",
+            value,
+        )
+    if value.fold:
+        out["fold"] = 1
     return out
 
 
@@ -176,15 +219,15 @@ def _encode_other(value: Any) -> Any:
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return _encode_dataclass(value)
     if _is_pydantic(value):
-        return _encode_fields(value, "pydantic", type(value).model_fields)
+        return _encode_pydantic(value)
     if isinstance(value, tuple) and hasattr(value, "_fields"):
         return {
             TAG: "namedtuple",
             "cls": _class_path(value),
             "v": _encode_items(value, "[{}]"),
         }
-    if isinstance(value, pathlib.PurePath):
-        return {TAG: "path", "v": str(value)}
+    if isinstance(value, pathlib.PurePath) and type(value).__name__ in _PATHS:
+        return {TAG: "path", "cls": type(value).__name__, "v": str(value)}
     module = type(value).__module__.split(".")[0]
     if module == "pandas":
         return _encode_pandas(value)
@@ -217,18 +260,32 @@ def _encode_fields(value: Any, tag: str, names: Any) -> Any:
     return {TAG: tag, "cls": _class_path(value), "v": fields}
 
 
+def _encode_pydantic(value: Any) -> Any:
+    out = _encode_fields(value, "pydantic", list(type(value).model_fields))
+    extra = getattr(value, "__pydantic_extra__", None) or {}
+    if extra:
+        try:
+            out["extra"] = _encode_dict(dict(extra))
+        except _Refused as refused:
+            refused.segments.append(".__pydantic_extra__")
+            raise
+    out["set"] = sorted(value.model_fields_set)
+    return out
+
+
 def _encode_pandas(value: Any) -> Any:
     import pandas as pd
 
     if isinstance(value, pd.DataFrame):
         return {TAG: "dataframe", "v": _arrow_bytes(value)}
     if isinstance(value, pd.Series):
-        frame = value.to_frame(name="__series__" if value.name is None else value.name)
-        return {
-            TAG: "series",
-            "named": value.name is not None,
-            "v": _arrow_bytes(frame),
-        }
+        try:
+            name = _encode(value.name)
+        except _Refused as refused:
+            refused.segments.append(".name")
+            raise
+        frame = value.to_frame(name="__series__")
+        return {TAG: "series", "name": name, "v": _arrow_bytes(frame)}
     if isinstance(value, pd.Timestamp):
         return {TAG: "timestamp", "v": value.isoformat(), "tz": _tz_name(value.tzinfo)}
     raise _Refused(
@@ -256,19 +313,19 @@ def _arrow_bytes(frame: Any) -> str:
 def _encode_numpy(value: Any) -> Any:
     import numpy as np
 
+    if isinstance(value, np.ma.MaskedArray):
+        raise _Refused("masked arrays cannot be stored; store data and mask.", value)
+    if value.dtype.hasobject:
+        raise _Refused(
+            "numpy values holding Python objects cannot be stored; use a list.", value
+        )
+    descr = np.lib.format.dtype_to_descr(value.dtype)
+    data = base64.b64encode(np.ascontiguousarray(value).tobytes()).decode("ascii")
     if isinstance(value, np.generic):
-        return {TAG: "np", "dtype": value.dtype.str, "v": _encode(value.item())}
-    if isinstance(value, np.ndarray) and value.dtype != object:
-        data = base64.b64encode(np.ascontiguousarray(value).tobytes()).decode("ascii")
-        return {
-            TAG: "ndarray",
-            "dtype": value.dtype.str,
-            "shape": list(value.shape),
-            "v": data,
-        }
-    raise _Refused(
-        "numpy arrays of Python objects cannot be stored; use a list.", value
-    )
+        return {TAG: "np", "dtype": descr, "v": data}
+    if isinstance(value, np.ndarray) and type(value) is np.ndarray:
+        return {TAG: "ndarray", "dtype": descr, "shape": list(value.shape), "v": data}
+    raise _Refused("of numpy's types only arrays and scalars are stored.", value)
 
 
 def _encode_bytes(value: bytes | bytearray) -> Any:
@@ -306,26 +363,41 @@ def _decode(tree: Any) -> Any:
     return tree
 
 
+def _plain_name(zone: timezone) -> str | None:
+    offset = zone.utcoffset(None)
+    return timezone(offset).tzname(None) if offset is not None else None
+
+
 def _decode_datetime(tree: dict[str, Any]) -> datetime:
     value = datetime.fromisoformat(tree["v"])
-    zone = tree.get("tz")
-    return value.astimezone(ZoneInfo(zone)) if zone else value
+    if tree.get("tz"):
+        value = value.astimezone(ZoneInfo(tree["tz"]))
+    elif tree.get("tzname") and value.tzinfo is not None:
+        offset = value.tzinfo.utcoffset(value)
+        assert offset is not None
+        value = value.replace(tzinfo=timezone(offset, tree["tzname"]))
+    return value.replace(fold=1) if tree.get("fold") else value
 
 
 def _decode_dataclass(tree: dict[str, Any]) -> Any:
+    """Rebuild the instance field by field, as pickle does: ``__init__`` and
+    ``__post_init__`` already ran when it was made, and must not change the
+    stored values a second time."""
     cls = _import_class(tree["cls"], dataclasses.is_dataclass)
-    values = {name: _decode(item) for name, item in tree["v"].items()}
-    init = {f.name for f in dataclasses.fields(cls) if f.init}
-    obj = cls(**{name: values[name] for name in init if name in values})
-    for name, item in values.items():
-        if name not in init:
-            object.__setattr__(obj, name, item)
+    obj = cls.__new__(cls)
+    for name, item in tree["v"].items():
+        object.__setattr__(obj, name, _decode(item))
     return obj
 
 
 def _decode_pydantic(tree: dict[str, Any]) -> Any:
-    cls = _import_class(tree["cls"], lambda c: hasattr(c, "model_validate"))
-    return cls.model_validate({name: _decode(item) for name, item in tree["v"].items()})
+    """Rebuild without validating again (the values were valid when stored,
+    and validation could convert them); extra fields come back too."""
+    cls = _import_class(tree["cls"], lambda c: hasattr(c, "model_construct"))
+    values = {name: _decode(item) for name, item in tree["v"].items()}
+    if "extra" in tree:
+        values.update(_decode(tree["extra"]))
+    return cls.model_construct(_fields_set=set(tree.get("set", values)), **values)
 
 
 def _decode_frame(text: str) -> Any:
@@ -337,23 +409,39 @@ def _decode_frame(text: str) -> Any:
 
 def _decode_series(tree: dict[str, Any]) -> Any:
     frame = _decode_frame(tree["v"])
-    series = frame.iloc[:, 0]
-    return series if tree["named"] else series.rename(None)
+    return frame.iloc[:, 0].rename(_decode(tree["name"]))
+
+
+def _numpy_dtype(descr: Any) -> Any:
+    """The dtype from its stored description (lists where numpy had tuples)."""
+    import numpy as np
+
+    if isinstance(descr, list):
+        descr = [tuple(_nested_tuples(part) for part in field) for field in descr]
+    return np.lib.format.descr_to_dtype(descr)
+
+
+def _nested_tuples(part: Any) -> Any:
+    if isinstance(part, list):
+        if part and all(isinstance(item, list) for item in part):
+            return [tuple(_nested_tuples(x) for x in item) for item in part]
+        return tuple(part)
+    return part
 
 
 def _decode_numpy_scalar(tree: dict[str, Any]) -> Any:
     import numpy as np
 
-    return np.dtype(tree["dtype"]).type(_decode(tree["v"]))
+    data = base64.b64decode(tree["v"])
+    return np.frombuffer(data, dtype=_numpy_dtype(tree["dtype"]))[0]
 
 
 def _decode_ndarray(tree: dict[str, Any]) -> Any:
     import numpy as np
 
     data = base64.b64decode(tree["v"])
-    return (
-        np.frombuffer(data, dtype=np.dtype(tree["dtype"])).reshape(tree["shape"]).copy()
-    )
+    dtype = _numpy_dtype(tree["dtype"])
+    return np.frombuffer(data, dtype=dtype).reshape(tree["shape"]).copy()
 
 
 def _decode_timestamp(tree: dict[str, Any]) -> Any:
@@ -385,7 +473,7 @@ _DECODERS: dict[str, Callable[[dict[str, Any]], Any]] = {
     ),
     "decimal": lambda t: Decimal(t["v"]),
     "uuid": lambda t: uuid.UUID(t["v"]),
-    "path": lambda t: pathlib.Path(t["v"]),
+    "path": lambda t: getattr(pathlib, _PATHS[t.get("cls", "Path")])(t["v"]),
     "enum": lambda t: _import_class(t["cls"], _is_enum)(_decode(t["v"])),
     "namedtuple": lambda t: _import_class(t["cls"], _is_namedtuple)(*_decode(t["v"])),
     "dataclass": _decode_dataclass,

@@ -17,7 +17,9 @@ from .errors import DurationError
 Duration = float | int | timedelta | str
 
 _UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
+_NUMBER = r"(?:\d+(?:\.\d*)?|\.\d+)"
+_PART = re.compile(rf"({_NUMBER})(ms|s|m|h|d)", re.ASCII)
+_PLAIN = re.compile(rf"{_NUMBER}", re.ASCII)
 
 
 def to_seconds(value: Duration, *, what: str = "duration") -> float:
@@ -36,7 +38,10 @@ def to_seconds(value: Duration, *, what: str = "duration") -> float:
     if isinstance(value, timedelta):
         seconds = value.total_seconds()
     elif isinstance(value, int | float):
-        seconds = float(value)
+        try:
+            seconds = float(value)
+        except OverflowError:
+            raise DurationError(_message(value, what)) from None
     elif isinstance(value, str):
         seconds = _parse(value, what)
     else:
@@ -55,19 +60,17 @@ def optional_seconds(value: Duration | None, *, what: str) -> float | None:
 
 def _parse(text: str, what: str) -> float:
     compact = text.strip().replace(" ", "")
-    if not compact:
-        raise DurationError(_message(text, what))
-    try:
+    if _PLAIN.fullmatch(compact):
         return float(compact)
-    except ValueError:
-        pass
-    position, total = 0, 0.0
+    position, total, units = 0, 0.0, []
     for match in _PART.finditer(compact):
         if match.start() != position:
             break
+        units.append(match.group(2))
         total += float(match.group(1)) * _UNIT_S[match.group(2)]
         position = match.end()
-    if position != len(compact):
+    ordered = [unit for unit in ("d", "h", "m", "s", "ms") if unit in units]
+    if not compact or position != len(compact) or units != ordered:
         raise DurationError(_message(text, what))
     return total
 

@@ -239,16 +239,15 @@ class RunExecution:
             _log_attempt_start(start)
 
             outcome = await self._attempt(step, value, start, stored)
-            encoded = None
             if outcome.error is None:
                 try:
-                    encoded = self.codec.encode(outcome.value)
-                except CodecError as error:
+                    encoded, value = self._stored_form(outcome.value)
+                except Exception as error:
                     outcome = _Outcome(error=_refused(step, error))
-            if encoded is not None:
-                return self._commit_success(
-                    step, start, stored, outcome.value, encoded, is_last
-                )
+                else:
+                    return self._commit_success(
+                        step, start, stored, value, encoded, is_last
+                    )
 
             failures += 1
             ended = _ended(start, outcome)
@@ -334,12 +333,20 @@ class RunExecution:
         finally:
             _CONTEXT.reset(token)
 
+    def _stored_form(self, live: Any) -> tuple[str, Any]:
+        """The output encoded, and the value the next step receives: read back
+        from the encoded text, so that it is the same live and after a resume
+        (and a value that cannot be read back is refused before it is
+        stored). Immutable scalars come back as they went in."""
+        encoded = self.codec.encode(live)
+        return encoded, live if type(live) in _SCALARS else self.codec.decode(encoded)
+
     def _commit_success(
         self,
         step: Step,
         start: AttemptRecord,
         stored: bool,
-        live: Any,
+        value: Any,
         encoded: str,
         is_last: bool,
     ) -> Any:
@@ -358,8 +365,6 @@ class RunExecution:
         )
         self._write(_batch(done, stored, checkpoint=point, run=update))
         _log_attempt_end(done)
-        # immutable scalars come back from the codec as they went in
-        value = live if type(live) in _SCALARS else self.codec.decode(encoded)
         self.outputs.add(step.step_id, encoded, value)
         return value
 
@@ -549,11 +554,16 @@ def _deadline_error(name: str, timeout_s: float) -> TimeoutError:
     return error
 
 
-def _refused(step: Step, error: CodecError) -> CodecError:
+def _refused(step: Step, error: Exception) -> CodecError:
+    if not isinstance(error, CodecError):
+        error = CodecError(str(error), reason=f"{type(error).__name__}: {error}.")
+    where = f"output{error.path}"
+    if error.type_name:
+        where += f" is of type {error.type_name};"
     message = (
         f"task {step.task.name!r} (step {step.step_id!r}) returned a value that "
-        f"cannot be stored: output{error.path} is of type {error.type_name}; "
-        f"{error.reason} Nothing was stored for this attempt."
+        f"cannot be stored: {where} {error.reason or error} Nothing was stored "
+        "for this attempt."
     )
     return CodecError(
         message, path=error.path, type_name=error.type_name, reason=error.reason

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import math
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -11,6 +12,8 @@ from typing import Any, overload
 
 from .duration import Duration, optional_seconds, to_seconds
 from .errors import DefinitionError
+
+LONGEST_WAIT_S = 1e9
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -51,13 +54,20 @@ class RetryPolicy:
     def wait_before_retry_s(
         self, retry: int, rng: random.Random | None = None
     ) -> float:
-        """Seconds to wait before retry number ``retry`` (1-based)."""
-        wait = self.backoff_s * self.backoff_multiplier ** (retry - 1)
-        if self.jitter:
+        """Seconds to wait before retry number ``retry`` (1-based).
+
+        Without ``max_backoff_s`` the waits grow without bound, up to
+        :data:`LONGEST_WAIT_S` (about 31 years).
+        """
+        try:
+            wait = self.backoff_s * self.backoff_multiplier ** (retry - 1)
+        except OverflowError:
+            wait = math.inf
+        if self.jitter and math.isfinite(wait):
             wait *= (rng or random).uniform(1 - self.jitter, 1 + self.jitter)
         if self.max_backoff_s is not None:
             wait = min(wait, self.max_backoff_s)
-        return wait
+        return min(wait, LONGEST_WAIT_S)
 
     def should_retry(self, error: BaseException, failures: int) -> bool:
         """Whether a step that has failed ``failures`` times with ``error``
@@ -174,17 +184,44 @@ def task(fn: Callable[..., Any] | None = None, /, **options: Any) -> Any:
         retried.
     """
 
+    unknown = sorted(set(options) - _OPTIONS)
+    if unknown:
+        raise DefinitionError(
+            f"@task got unknown option(s) {', '.join(unknown)}; the options are "
+            f"{', '.join(sorted(_OPTIONS))}."
+        )
+
     def decorate(function: Callable[..., Any]) -> Task:
         if isinstance(function, Task):
             function = function.fn
-        name = options.pop("name", None) or getattr(function, "__name__", None)
+        given = dict(options)
+        name = given.pop("name", None)
+        if name is not None and (not isinstance(name, str) or not name.strip()):
+            raise DefinitionError(
+                f"a task name must be a non-empty string; got {name!r}."
+            )
+        name = name or getattr(function, "__name__", None)
         if not name or name == "<lambda>":
             raise DefinitionError(
                 f"cannot name the task for {function!r}: pass name='...' to @task."
             )
-        return Task(function, name, _build_options(name, **options))
+        return Task(function, name, _build_options(name, **given))
 
     return decorate(fn) if fn is not None else decorate
+
+
+_OPTIONS = frozenset(
+    {
+        "name",
+        "timeout",
+        "retries",
+        "backoff",
+        "backoff_multiplier",
+        "max_backoff",
+        "jitter",
+        "retry_on",
+    }
+)
 
 
 def as_task(obj: Task | Callable[..., Any]) -> Task:
@@ -209,12 +246,13 @@ def _build_options(
             f"retries {where} must be a whole number >= 0; got {retries!r}."
         )
     multiplier = _number(backoff_multiplier, f"backoff_multiplier {where}")
-    if multiplier < 1:
+    if not math.isfinite(multiplier) or multiplier < 1:
         raise DefinitionError(
-            f"backoff_multiplier {where} must be >= 1; got {backoff_multiplier!r}."
+            f"backoff_multiplier {where} must be a finite number >= 1; got "
+            f"{backoff_multiplier!r}."
         )
     spread = 0.5 if jitter is True else _number(jitter, f"jitter {where}")
-    if not 0 <= spread <= 1:
+    if not 0 <= spread <= 1:  # also refuses NaN
         raise DefinitionError(
             f"jitter {where} must be between 0 and 1; got {jitter!r}."
         )

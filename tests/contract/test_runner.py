@@ -452,3 +452,70 @@ def test_default_runner_uses_a_duckdb_file(tmp_path):
         runner.run(chain(Calls()), "d", "x")
     with CheckpointingRunner() as again:
         assert again.status("d").output == 3
+
+
+def test_unstorable_outputs_fail_the_run_not_the_engine(runner, backend):
+    calls = Calls()
+
+    @task(retries=2)
+    def cyclic(_):
+        calls.hit("c")
+        loop: list = []
+        loop.append(loop)
+        return loop
+
+    status = runner.run(Flow("cycle").then(cyclic).build(), "cyc", None)
+    assert status.state is RunState.FAILED
+    assert calls.count("c") == 1
+    assert "cycle" in status.error.message
+    assert [a.state for a in backend.attempts("cyc")] == [AttemptState.FAILED]
+
+
+def test_racing_callers_on_a_new_run_execute_it_once(runner, backend):
+    calls = Calls()
+    original = backend.claim
+    first = threading.Event()
+
+    def slow_first_claim(*args, **kwargs):
+        if not first.is_set():
+            first.set()
+            time.sleep(0.3)  # the first caller is descheduled before claiming
+        return original(*args, **kwargs)
+
+    backend.claim = slow_first_claim
+
+    @task
+    def once(x):
+        calls.hit("once")
+        return x + 1
+
+    wf = Flow("race").then(once).build()
+    results = []
+    threads = [
+        threading.Thread(target=lambda: results.append(runner.run(wf, "new", 1)))
+        for _ in range(2)
+    ]
+    for thread in threads:
+        thread.start()
+        time.sleep(0.05)
+    for thread in threads:
+        thread.join()
+    assert calls.count("once") == 1
+    assert [r.output for r in results] == [2, 2]
+    assert [a.state for a in backend.attempts("new")] == [AttemptState.SUCCEEDED]
+
+
+@pytest.mark.parametrize("bad", [None, 5, "", "   ", "x" * 201])
+def test_bad_run_ids_are_refused(runner, bad):
+    from sayiir_nb import RunIdError
+
+    with pytest.raises(RunIdError, match="run id"):
+        runner.run(chain(Calls()), bad, "x")
+
+
+def test_equal_dicts_with_other_key_types_match(runner):
+    calls = Calls()
+    wf = chain(calls)
+    runner.run(wf, "keys", {1: "x", 2: "y", "$": 3})
+    runner.run(wf, "keys", {"$": 3, 2: "y", 1: "x"})
+    assert calls.count("fetch") == 1

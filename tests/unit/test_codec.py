@@ -203,3 +203,79 @@ def test_unknown_class_on_decode_is_a_clear_error():
     text = json.dumps({"$": "dataclass", "cls": "nowhere.module:Thing", "v": {}})
     with pytest.raises(CodecError, match="nowhere.module:Thing"):
         codec.decode(text)
+
+
+class Aliased(pydantic.BaseModel):
+    user_id: int = pydantic.Field(alias="userId")
+
+
+class Loose(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="allow")
+    a: int
+
+
+@dataclasses.dataclass
+class Doubles:
+    x: int
+
+    def __post_init__(self):
+        self.x *= 2
+
+
+def test_refusals_for_cycles_depth_and_huge_ints():
+    cyclic: list = []
+    cyclic.append(cyclic)
+    deep: list = []
+    for _ in range(5000):
+        deep = [deep]
+    for value, fragment in (
+        (cyclic, "cycle"),
+        (deep, "nested too deeply"),
+        (10**5000, "digits"),
+    ):
+        with pytest.raises(CodecError, match=fragment):
+            codec.encode(value)
+
+
+def test_numpy_values_that_item_cannot_represent():
+    for value in (np.longdouble(1.5), np.datetime64("2020-01-01T00:00:00.000000001")):
+        back = roundtrip(value)
+        assert back == value
+        assert back.dtype == value.dtype
+    structured = np.array([(1, 2.0)], dtype=[("a", "<i4"), ("b", "<f8")])
+    back = roundtrip(structured)
+    assert back.dtype == structured.dtype
+    assert back.tolist() == structured.tolist()
+    with pytest.raises(CodecError, match="masked"):
+        codec.encode(np.ma.masked_array([1, 2], mask=[0, 1]))
+
+
+def test_paths_keep_their_flavour():
+    from pathlib import PurePosixPath, PureWindowsPath
+
+    for value in (PurePosixPath("/a/b"), PureWindowsPath("C:/x")):
+        back = roundtrip(value)
+        assert back == value
+        assert type(back) is type(value)
+
+
+def test_series_name_keeps_its_type():
+    series = pd.Series([1, 2], name=0)
+    assert roundtrip(series).name == 0
+
+
+def test_models_are_rebuilt_without_running_init_again():
+    assert roundtrip(Doubles(3)).x == 6
+    aliased = Aliased(userId=7)
+    assert roundtrip(aliased) == aliased
+    loose = Loose(a=1, b=2)
+    back = roundtrip(loose)
+    assert back == loose
+    assert back.b == 2
+
+
+def test_named_offsets_and_fold():
+    named = datetime(2026, 1, 1, tzinfo=timezone(timedelta(hours=5), "X"))
+    assert roundtrip(named).tzname() == "X"
+    folded = datetime(2026, 10, 25, 2, 30, fold=1)
+    assert roundtrip(folded).fold == 1

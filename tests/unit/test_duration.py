@@ -21,6 +21,7 @@ from sayiir_nb.duration import to_seconds
         ("2", 2.0),
         ("1h 2m", 3720.0),
         ("1d", 86400.0),
+        (".5s", 0.5),
     ],
 )
 def test_accepted_forms(value, seconds):

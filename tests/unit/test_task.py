@@ -116,3 +116,31 @@ def test_with_options_copies():
     g = f.with_options(retries=4, name="g")
     assert (g.name, g.options.retry.retries) == ("g", 4)
     assert (f.name, f.options.retry.retries) == ("f", 1)
+
+
+def test_unknown_options_and_bad_names_are_definition_errors():
+    with pytest.raises(DefinitionError, match="unknown option"):
+        task(bogus=1)
+    with pytest.raises(DefinitionError, match="non-empty string"):
+
+        @task(name=5)
+        def f(x):
+            return x
+
+
+@pytest.mark.parametrize("multiplier", [float("nan"), float("inf")])
+def test_multiplier_must_be_finite(multiplier):
+    with pytest.raises(DefinitionError, match="finite"):
+
+        @task(backoff_multiplier=multiplier)
+        def f(x):
+            return x
+
+
+def test_waits_never_overflow():
+    from sayiir_nb.tasks import LONGEST_WAIT_S
+
+    policy = RetryPolicy(retries=5000, backoff_s=0.001, max_backoff_s=0.001)
+    assert policy.wait_before_retry_s(2000) == 0.001
+    unbounded = RetryPolicy(retries=5000, backoff_s=1.0)
+    assert unbounded.wait_before_retry_s(2000) == LONGEST_WAIT_S
