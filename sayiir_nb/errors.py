@@ -63,6 +63,28 @@ class RunNotFoundError(SayiirError, LookupError):
     """No run with that run id is in the backend."""
 
 
+class RouteKeyError(SayiirError, KeyError):
+    """A route's key function returned a key that is not one of its branches,
+    and the route has no default."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+class LoopLimitError(SayiirError):
+    """A loop reached its ``max_iterations`` without its ``until`` becoming
+    true (with ``on_max="fail"``, the default)."""
+
+
+class SignalTimeoutError(SayiirError, TimeoutError):
+    """A wait for a signal timed out and has no default value."""
+
+
+class RunFinishedError(SayiirError):
+    """The run is completed, failed or cancelled; it cannot be cancelled or
+    paused."""
+
+
 class RunBusyError(SayiirError):
     """Another owner holds the run's lease and the caller chose not to wait."""
 

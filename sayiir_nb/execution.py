@@ -1,27 +1,26 @@
-"""Executing one run: the step loop and the attempt loop.
+"""Executing one run: walking the workflow's nodes, and the attempt loop.
 
-For every step not yet checkpointed the attempt loop does, in order: record
-the attempt's start, run the task with its deadline, persist the outcome
-(checkpoint and progress in one transaction), and decide on a retry. The
-start of an attempt that follows a commit directly is written in that
-commit's transaction, so a step costs one transaction.
+The walk visits every node in order. A step with a checkpoint is not run
+again: its stored output is handed on (decoded only when something reads it).
+For a step without one, the attempt loop does, in order: record the attempt's
+start, run the task with its deadline, persist the outcome (checkpoint and
+progress in one transaction), and decide on a retry. The first attempt of a
+top-level step follows a commit directly, so its start is implied and a step
+costs one transaction; inside branches, fan-outs and loops starts are written.
 """
 
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
 import contextvars
-import functools
 import logging
-import threading
 import time
-import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
+from .attempt import invoke, log_attempt_end, log_attempt_start, log_extra, log_retry
 from .backends.base import (
     AttemptRecord,
     Backend,
@@ -33,10 +32,11 @@ from .backends.base import (
     with_update,
 )
 from .codec import Codec
-from .errors import CodecError, UnenforceableTimeoutWarning
-from .interrupt import INLINE, STOP
+from .errors import CodecError
+from .interrupt import STOP
+from .nodes import Node, Step
 from .status import AttemptState, ErrorInfo, RunState
-from .workflow import RunContext, Step, Workflow
+from .workflow import RunContext, Workflow
 
 logger = logging.getLogger(__name__)
 
@@ -67,22 +67,6 @@ _FAILED = (AttemptState.FAILED, AttemptState.TIMED_OUT)
 _SCALARS = frozenset({int, str, bool, type(None)})
 
 
-def _finished(start: AttemptRecord, state: AttemptState, ended: float) -> AttemptRecord:
-    """``start`` with its outcome (a faster ``dataclasses.replace``)."""
-    return AttemptRecord(
-        run_id=start.run_id,
-        step_id=start.step_id,
-        task_name=start.task_name,
-        attempt=start.attempt,
-        state=state,
-        scheduled_epoch=start.scheduled_epoch,
-        started_epoch=start.started_epoch,
-        ended_epoch=ended,
-        wait_before_s=start.wait_before_s,
-        owner=start.owner,
-    )
-
-
 class StepFailed(Exception):
     """Internal: a step failed for good; carries the stored error."""
 
@@ -92,12 +76,49 @@ class StepFailed(Exception):
 
 
 class RunStopped(BaseException):
-    """Internal: the run was interrupted; carries what to record."""
+    """Internal: the run was interrupted (or cancelled); ``cause`` says how."""
 
-    def __init__(self, cause: BaseException, attempt: WriteBatch | None) -> None:
+    def __init__(self, cause: BaseException) -> None:
         super().__init__(repr(cause))
         self.cause = cause
-        self.attempt = attempt
+
+
+class RunWaiting(Exception):
+    """Internal: the run waits until ``wake_epoch`` (or for a signal)."""
+
+    def __init__(self, wake_epoch: float | None) -> None:
+        super().__init__(wake_epoch)
+        self.wake_epoch = wake_epoch
+
+
+class RunControlled(Exception):
+    """Internal: a cancel or a pause was requested; ``state`` is the outcome."""
+
+    def __init__(self, state: RunState) -> None:
+        super().__init__(state.value)
+        self.state = state
+
+
+@dataclass(frozen=True)
+class Scope:
+    """Where a node runs: the prefix of its step ids, whether it is a
+    top-level step (implied starts allowed), whether others run beside it
+    (sync tasks then run in threads)."""
+
+    prefix: str = ""
+    top: bool = True
+    concurrent: bool = False
+
+    def inner(self, prefix: str, *, concurrent: bool | None = None) -> Scope:
+        together = self.concurrent if concurrent is None else concurrent
+        return Scope(prefix=prefix, top=False, concurrent=together)
+
+
+@dataclass(frozen=True)
+class Stored:
+    """The output of a checkpointed step, passed on without decoding it."""
+
+    step_id: str
 
 
 @dataclass
@@ -108,7 +129,7 @@ class _Outcome:
 
 
 class _LazyOutputs(Mapping[str, Any]):
-    """Outputs of earlier steps, decoded when first read."""
+    """Outputs of the run's steps by step id, decoded when first read."""
 
     def __init__(self, codec: Codec) -> None:
         self._codec = codec
@@ -128,6 +149,9 @@ class _LazyOutputs(Mapping[str, Any]):
             self._decoded[step_id] = self._codec.decode(self._encoded[step_id])
         return self._decoded[step_id]
 
+    def __contains__(self, step_id: object) -> bool:
+        return step_id in self._encoded
+
     def __iter__(self) -> Iterator[str]:
         return iter(self._encoded)
 
@@ -136,7 +160,17 @@ class _LazyOutputs(Mapping[str, Any]):
 
 
 class RunExecution:
-    """Executes the remaining steps of one run under one lease."""
+    """Executes the remaining steps of one run under one lease.
+
+    Parameters
+    ----------
+    control
+        Returns ``CANCELLED`` or ``PAUSED`` when one was requested for the run;
+        checked at every step boundary.
+    inline_wait_s
+        Delays and signal waits shorter than this wait in the process; longer
+        ones end the call with a ``waiting`` run.
+    """
 
     def __init__(
         self,
@@ -147,6 +181,8 @@ class RunExecution:
         lease: Lease,
         snapshot: RunSnapshot,
         owner: str,
+        control: Callable[[], RunState | None] = lambda: None,
+        inline_wait_s: float = 2.0,
     ) -> None:
         self.backend = backend
         self.codec = codec
@@ -155,11 +191,21 @@ class RunExecution:
         self.snapshot = snapshot
         self.owner = owner
         self.run_id = snapshot.run.run_id
+        self.control = control
+        self.inline_wait_s = inline_wait_s
         self.outputs = _LazyOutputs(codec)
+        for step_id, encoded in snapshot.checkpoints.items():
+            self.outputs.add(step_id, encoded)
+        self.history: dict[str, list[AttemptRecord]] = {}
+        for attempt in snapshot.attempts:
+            self.history.setdefault(attempt.step_id, []).append(attempt)
+        for rows in self.history.values():
+            rows.sort(key=lambda a: a.attempt)
         self._input: Any = ...
         self._run = snapshot.run
         self._attempts = {(a.step_id, a.attempt): a for a in snapshot.attempts}
         self._stop = STOP.get()
+        self._completed = False
 
     @property
     def input(self) -> Any:
@@ -167,86 +213,113 @@ class RunExecution:
             self._input = self.codec.decode(self.snapshot.run.input_json)
         return self._input
 
+    def value_of(self, value: Any) -> Any:
+        """The value itself, decoding a checkpointed output when needed."""
+        return self.outputs[value.step_id] if isinstance(value, Stored) else value
+
     async def execute(self) -> tuple[RunState, ErrorInfo | None]:
-        """Run every pending step; return the final state and error.
+        """Run every pending node; return the run's new state and error.
 
         Raises ``KeyboardInterrupt``/``CancelledError`` after recording the
-        run as interrupted.
+        run as interrupted (a requested cancel is returned, not raised).
         """
-        steps = self.workflow.steps
-        first = self._first_pending(steps)
-        if first == len(steps):
-            return self._finish_without_steps(steps)
-        value = self.input if first == 0 else self.outputs[steps[first - 1].step_id]
         try:
-            for index in range(first, len(steps)):
-                history = self.snapshot.attempts if index == first else ()
-                value = await self._run_step(
-                    steps[index], value, history, index + 1 == len(steps)
+            value = await self.chain(self.workflow.steps, Scope(), self.input)
+            if not self._completed:
+                encoded = self.codec.encode(self.value_of(value))
+                self.write(
+                    WriteBatch(
+                        run=RunUpdate(state=RunState.COMPLETED, output_json=encoded)
+                    )
                 )
             return RunState.COMPLETED, None
         except StepFailed as failed:
-            return RunState.FAILED, failed.error
-        except RunStopped as stopped:
-            self._record_interrupt(stopped.attempt)
-            raise stopped.cause from None
-        except (KeyboardInterrupt, asyncio.CancelledError):
-            # forced while the engine itself ran (a second Ctrl-C): record the
-            # stop if the store still answers; a resume tidies up the rest
-            with contextlib.suppress(Exception):
-                self._record_interrupt(None)
-            raise
-
-    def _first_pending(self, steps: tuple[Step, ...]) -> int:
-        done = self.snapshot.checkpoints
-        index = 0
-        while index < len(steps) and steps[index].step_id in done:
-            self.outputs.add(steps[index].step_id, done[steps[index].step_id])
-            index += 1
-        return index
-
-    def _finish_without_steps(self, steps: tuple[Step, ...]) -> tuple[RunState, None]:
-        encoded = self.snapshot.checkpoints[steps[-1].step_id]
-        self._write(
-            WriteBatch(run=RunUpdate(state=RunState.COMPLETED, output_json=encoded))
-        )
-        return RunState.COMPLETED, None
-
-    async def _run_step(
-        self,
-        step: Step,
-        value: Any,
-        snapshot_attempts: tuple[AttemptRecord, ...],
-        is_last: bool,
-    ) -> Any:
-        policy = step.task.options.retry
-        failures, number, pending = 0, 0, None
-        if snapshot_attempts:
-            history = sorted(
-                (a for a in snapshot_attempts if a.step_id == step.step_id),
-                key=lambda a: a.attempt,
+            self.write(
+                WriteBatch(run=RunUpdate(state=RunState.FAILED, error=failed.error))
             )
-            failures = sum(1 for a in history if a.state in _FAILED)
-            number = max((a.attempt for a in history), default=0)
-            if history and history[-1].state is AttemptState.SCHEDULED:
-                pending = history[-1]
+            return RunState.FAILED, failed.error
+        except RunWaiting as waiting:
+            update = RunUpdate(state=RunState.WAITING, wake_epoch=waiting.wake_epoch)
+            self.write(WriteBatch(run=update))
+            return RunState.WAITING, None
+        except RunControlled as controlled:
+            self.write(WriteBatch(run=RunUpdate(state=controlled.state)))
+            return controlled.state, None
+        except RunStopped as stopped:
+            return self._stopped(stopped.cause)
+        except (KeyboardInterrupt, asyncio.CancelledError) as error:
+            return self._stopped(error)
+
+    def _stopped(self, cause: BaseException) -> tuple[RunState, None]:
+        """Record an interrupt (or a requested cancel) and re-raise it."""
+        requested = self.control()
+        state = (
+            RunState.CANCELLED
+            if requested is RunState.CANCELLED
+            else RunState.INTERRUPTED
+        )
+        with contextlib.suppress(Exception):
+            self.write(WriteBatch(run=RunUpdate(state=state)))
+        if state is RunState.CANCELLED and isinstance(cause, asyncio.CancelledError):
+            return state, None
+        raise cause
+
+    async def chain(self, nodes: tuple[Node, ...], scope: Scope, value: Any) -> Any:
+        """Run nodes one after the other, each on the previous one's output."""
+        from .composites import run_node
+
+        last = len(nodes) - 1
+        for index, node in enumerate(nodes):
+            self.check_control()
+            if isinstance(node, Step):
+                value = await self.task_step(
+                    node, scope, value, scope.top and index == last
+                )
+            else:
+                value = await run_node(self, node, scope, value)
+        return value
+
+    def check_control(self) -> None:
+        """Stop at a step boundary if an interrupt, cancel or pause is asked."""
+        if self._stop is not None and self._stop.is_set():
+            raise RunStopped(KeyboardInterrupt())
+        requested = self.control()
+        if requested is not None:
+            raise RunControlled(requested)
+
+    async def task_step(
+        self, step: Step, scope: Scope, value: Any, is_last: bool, step_id: str = ""
+    ) -> Any:
+        """Run one task step (unless checkpointed) with its retries."""
+        step_id = step_id or scope.prefix + step.step_id
+        if step_id in self.outputs:
+            return Stored(step_id)
+        policy = step.task.options.retry
+        history = self.history.get(step_id, ())
+        failures = sum(1 for a in history if a.state in _FAILED)
+        number = history[-1].attempt if history else 0
+        pending = (
+            history[-1]
+            if history and history[-1].state is AttemptState.SCHEDULED
+            else None
+        )
+        value = self.value_of(value)
 
         while True:
-            if self._stop is not None and self._stop.is_set():
-                raise RunStopped(KeyboardInterrupt(), None)
-            start, stored = await self._start(step, pending, number + 1)
+            self.check_control()
+            start, stored = await self._start(step, step_id, pending, number + 1, scope)
             number, pending = start.attempt, None
-            _log_attempt_start(start)
+            log_attempt_start(start)
 
-            outcome = await self._attempt(step, value, start, stored)
+            outcome = await self._attempt(step, step_id, value, start, stored, scope)
             if outcome.error is None:
                 try:
-                    encoded, value = self._stored_form(outcome.value)
+                    encoded, result = self._stored_form(outcome.value)
                 except Exception as error:
-                    outcome = _Outcome(error=_refused(step, error))
+                    outcome = _Outcome(error=_refused(step, step_id, error))
                 else:
                     return self._commit_success(
-                        step, start, stored, value, encoded, is_last
+                        step_id, start, stored, result, encoded, is_last
                     )
 
             failures += 1
@@ -255,40 +328,57 @@ class RunExecution:
                 outcome.error, failures
             )
             if not retry:
-                self._commit_failure(step, ended, stored)
+                self.write(_batch(ended, stored))
+                _log_failure(ended)
                 raise StepFailed(ended.error)
             wait_s = policy.wait_before_retry_s(failures)
-            pending = self._new_attempt(
-                step, number + 1, AttemptState.SCHEDULED, wait_s
+            pending = self.new_attempt(
+                step_id, step.task.name, number + 1, AttemptState.SCHEDULED, wait_s
             )
-            self._write(_batch(ended, stored, extra_inserts=(pending,)))
-            _log_retry(ended, wait_s)
+            self.write(_batch(ended, stored, extra_inserts=(pending,)))
+            log_retry(ended, wait_s)
 
     async def _start(
-        self, step: Step, pending: AttemptRecord | None, number: int
+        self,
+        step: Step,
+        step_id: str,
+        pending: AttemptRecord | None,
+        number: int,
+        scope: Scope,
     ) -> tuple[AttemptRecord, bool]:
         """The record of the attempt about to start, and whether it is stored.
 
-        A fresh attempt follows a durable write directly (the previous step's
-        commit, the run's creation or its resumption), so its start is implied
-        and costs no write. A retry starts after its backoff wait, so its
-        start is written.
+        A fresh top-level attempt follows a durable write directly (the
+        previous step's commit, the run's creation or its resumption), so its
+        start is implied and costs no write. Elsewhere, and for a retry after
+        its backoff wait, the start is written.
         """
         if pending is None:
-            return self._new_attempt(step, number, AttemptState.RUNNING), False
-        await self._wait_until(pending)
+            start = self.new_attempt(
+                step_id, step.task.name, number, AttemptState.RUNNING
+            )
+            if scope.top:
+                return start, False
+            self.write(WriteBatch(inserts=(start,)))
+            return start, True
+        await self.sleep_until(pending.scheduled_epoch or 0)
         start = replace(pending, state=AttemptState.RUNNING, started_epoch=time.time())
-        self._write(WriteBatch(updates=(start,)))
+        self.write(WriteBatch(updates=(start,)))
         return start, True
 
-    def _new_attempt(
-        self, step: Step, number: int, state: AttemptState, wait_s: float = 0.0
+    def new_attempt(
+        self,
+        step_id: str,
+        task_name: str,
+        number: int,
+        state: AttemptState,
+        wait_s: float = 0.0,
     ) -> AttemptRecord:
         now = time.time()
         return AttemptRecord(
             run_id=self.run_id,
-            step_id=step.step_id,
-            task_name=step.task.name,
+            step_id=step_id,
+            task_name=task_name,
             attempt=number,
             state=state,
             scheduled_epoch=now + wait_s,
@@ -297,28 +387,38 @@ class RunExecution:
             owner=self.owner,
         )
 
-    async def _wait_until(self, pending: AttemptRecord) -> None:
-        delay = (pending.scheduled_epoch or 0) - time.time()
+    async def sleep_until(self, epoch: float) -> None:
+        """Wait until ``epoch``; an interrupt stops the run."""
+        delay = epoch - time.time()
         if delay > 0:
             try:
                 await asyncio.sleep(delay)
             except _INTERRUPTS as error:
-                raise RunStopped(error, None) from None
+                raise RunStopped(error) from None
 
     async def _attempt(
-        self, step: Step, value: Any, start: AttemptRecord, stored: bool
+        self,
+        step: Step,
+        step_id: str,
+        value: Any,
+        start: AttemptRecord,
+        stored: bool,
+        scope: Scope,
     ) -> _Outcome:
         ctx = RunContext(
             run_id=self.run_id,
             workflow_name=self.workflow.name,
-            step_id=step.step_id,
+            step_id=step_id,
             attempt=start.attempt,
             input=self.input,
             outputs=self.outputs,
         )
         token = _CONTEXT.set(ctx)
         try:
-            return _Outcome(value=await _invoke(step, value, ctx))
+            result = await invoke(
+                step.task, step_id, value, ctx, in_thread=scope.concurrent
+            )
+            return _Outcome(value=result)
         except TimeoutError as error:
             return _Outcome(
                 error=error, timed_out=getattr(error, "_sayiir_deadline", False)
@@ -329,7 +429,9 @@ class RunExecution:
             ended = replace(
                 start, state=AttemptState.INTERRUPTED, ended_epoch=time.time()
             )
-            raise RunStopped(error, _batch(ended, stored)) from None
+            with contextlib.suppress(Exception):
+                self.write(_batch(ended, stored))
+            raise RunStopped(error) from None
         finally:
             _CONTEXT.reset(token)
 
@@ -343,7 +445,7 @@ class RunExecution:
 
     def _commit_success(
         self,
-        step: Step,
+        step_id: str,
         start: AttemptRecord,
         stored: bool,
         value: Any,
@@ -353,41 +455,94 @@ class RunExecution:
         now = time.time()
         done = _finished(start, AttemptState.SUCCEEDED, now)
         point = Checkpoint(
-            run_id=self.run_id,
-            step_id=step.step_id,
-            output_json=encoded,
-            created_epoch=now,
+            run_id=self.run_id, step_id=step_id, output_json=encoded, created_epoch=now
         )
         update = (
             RunUpdate(state=RunState.COMPLETED, output_json=encoded)
             if is_last
             else None
         )
-        self._write(_batch(done, stored, checkpoint=point, run=update))
-        _log_attempt_end(done)
-        self.outputs.add(step.step_id, encoded, value)
+        self.write(_batch(done, stored, checkpoint=point, run=update))
+        self._completed = is_last
+        log_attempt_end(done)
+        self.outputs.add(step_id, encoded, value)
         return value
 
-    def _commit_failure(self, step: Step, ended: AttemptRecord, stored: bool) -> None:
-        update = RunUpdate(state=RunState.FAILED, error=ended.error)
-        self._write(_batch(ended, stored, run=update))
-        logger.error(
-            "step %s of run %s failed after %d attempt(s): %s",
-            step.step_id,
-            self.run_id,
-            ended.attempt,
-            ended.error,
-            extra=_extra("step.failed", ended),
+    def record_instant(
+        self,
+        step_id: str,
+        label: str,
+        encoded: str,
+        *,
+        consume_signal: str | None = None,
+    ) -> None:
+        """Store the checkpoint of a step that is not a task (a route's key,
+        a delay, a signal) with its one succeeded attempt."""
+        now = time.time()
+        history = self.history.get(step_id, ())
+        previous = history[-1] if history else None
+        waiting = previous is not None and previous.state is AttemptState.SCHEDULED
+        number = (
+            previous.attempt if waiting else (previous.attempt + 1 if previous else 1)
         )
+        done = AttemptRecord(
+            run_id=self.run_id,
+            step_id=step_id,
+            task_name=label,
+            attempt=number,
+            state=AttemptState.SUCCEEDED,
+            scheduled_epoch=previous.scheduled_epoch if waiting else now,
+            started_epoch=previous.started_epoch if waiting else now,
+            ended_epoch=now,
+            wait_before_s=previous.wait_before_s if waiting else 0.0,
+            owner=self.owner,
+        )
+        point = Checkpoint(
+            run_id=self.run_id, step_id=step_id, output_json=encoded, created_epoch=now
+        )
+        self.write(
+            _batch(done, waiting, checkpoint=point, consume_signal=consume_signal)
+        )
+        self.outputs.add(step_id, encoded)
 
-    def _record_interrupt(self, batch: WriteBatch | None) -> None:
-        batch = batch or WriteBatch()
-        self._write(replace(batch, run=RunUpdate(state=RunState.INTERRUPTED)))
+    def record_failure(
+        self, step_id: str, label: str, error: BaseException, message: str
+    ) -> None:
+        """Store a failed attempt of a non-task step and fail the run."""
+        now = time.time()
+        history = self.history.get(step_id, ())
+        previous = history[-1] if history else None
+        waiting = previous is not None and previous.state is AttemptState.SCHEDULED
+        number = (
+            previous.attempt if waiting else (previous.attempt + 1 if previous else 1)
+        )
+        info = ErrorInfo.from_exception(error, step_id=step_id)
+        info = replace(info, message=message)
+        failed = AttemptRecord(
+            run_id=self.run_id,
+            step_id=step_id,
+            task_name=label,
+            attempt=number,
+            state=AttemptState.FAILED,
+            scheduled_epoch=previous.scheduled_epoch if waiting else now,
+            started_epoch=previous.started_epoch if waiting else now,
+            ended_epoch=now,
+            error=info,
+            owner=self.owner,
+        )
+        self.write(_batch(failed, waiting))
+        _log_failure(failed)
+        raise StepFailed(info)
 
-    def _write(self, batch: WriteBatch) -> None:
+    def write(self, batch: WriteBatch) -> None:
         self.backend.write(self.lease, batch)
         for attempt in (*batch.inserts, *batch.updates):
             self._attempts[(attempt.step_id, attempt.attempt)] = attempt
+            rows = self.history.setdefault(attempt.step_id, [])
+            if rows and rows[-1].attempt == attempt.attempt:
+                rows[-1] = attempt
+            else:
+                rows.append(attempt)
         if batch.run is not None:
             self._run = with_update(self._run, batch.run, time.time())
 
@@ -396,8 +551,33 @@ class RunExecution:
         checkpoints = {
             step_id: self.outputs.encoded(step_id) for step_id in self.outputs
         }
-        ordered = tuple(self._attempts[key] for key in sorted(self._attempts))
-        return RunSnapshot(run=self._run, checkpoints=checkpoints, attempts=ordered)
+        ordered = sorted(
+            self._attempts.values(),
+            key=lambda a: (
+                a.started_epoch or a.scheduled_epoch or 0.0,
+                a.step_id,
+                a.attempt,
+            ),
+        )
+        return RunSnapshot(
+            run=self._run, checkpoints=checkpoints, attempts=tuple(ordered)
+        )
+
+
+def _finished(start: AttemptRecord, state: AttemptState, ended: float) -> AttemptRecord:
+    """``start`` with its outcome (a faster ``dataclasses.replace``)."""
+    return AttemptRecord(
+        run_id=start.run_id,
+        step_id=start.step_id,
+        task_name=start.task_name,
+        attempt=start.attempt,
+        state=state,
+        scheduled_epoch=start.scheduled_epoch,
+        started_epoch=start.started_epoch,
+        ended_epoch=ended,
+        wait_before_s=start.wait_before_s,
+        owner=start.owner,
+    )
 
 
 def _batch(
@@ -407,161 +587,33 @@ def _batch(
     extra_inserts: tuple[AttemptRecord, ...] = (),
     checkpoint: Checkpoint | None = None,
     run: RunUpdate | None = None,
+    consume_signal: str | None = None,
 ) -> WriteBatch:
     """A batch that inserts ``attempt`` or, if ``stored``, replaces it."""
     if stored:
         return WriteBatch(
-            updates=(attempt,), inserts=extra_inserts, checkpoint=checkpoint, run=run
+            updates=(attempt,),
+            inserts=extra_inserts,
+            checkpoint=checkpoint,
+            run=run,
+            consume_signal=consume_signal,
         )
-    return WriteBatch(inserts=(attempt, *extra_inserts), checkpoint=checkpoint, run=run)
-
-
-LOST_PROCESS = "the process running this attempt stopped before it ended"
-LOST_INTERRUPT = (
-    "interrupted; the task did not return to Python within the grace period, "
-    "so its late result is discarded"
-)
-
-
-def lost_attempts(
-    snapshot: RunSnapshot, workflow: Workflow, reason: str = LOST_PROCESS
-) -> WriteBatch:
-    """Record the attempt a vanished owner left unfinished as interrupted.
-
-    Applies to a run stored as running whose owner is gone (a crash, a kill,
-    a kernel restart, an engine thread given up on). The unfinished attempt is
-    either stored as running (a retry) or implied: a fresh attempt starts
-    right after the previous step's commit without a write of its own.
-    """
-    run = snapshot.run
-    if run.state is not RunState.RUNNING:
-        return WriteBatch()
-    pending = [s for s in workflow.steps if s.step_id not in snapshot.checkpoints]
-    if not pending:
-        return WriteBatch()
-    step = pending[0]
-    history = [a for a in snapshot.attempts if a.step_id == step.step_id]
-    history.sort(key=lambda a: a.attempt)
-    last = history[-1] if history else None
-    if last is not None and last.state is AttemptState.SCHEDULED:
-        return WriteBatch()
-    if last is not None and last.state is AttemptState.RUNNING:
-        return WriteBatch(updates=(replace(last, state=AttemptState.INTERRUPTED),))
     return WriteBatch(
-        inserts=(
-            AttemptRecord(
-                run_id=run.run_id,
-                step_id=step.step_id,
-                task_name=step.task.name,
-                attempt=(last.attempt if last else 0) + 1,
-                state=AttemptState.INTERRUPTED,
-                started_epoch=_implied_start(snapshot, workflow, step),
-                error=ErrorInfo(
-                    type="sayiir_nb.errors.ProcessLostError",
-                    message=reason,
-                    step_id=step.step_id,
-                ),
-            ),
-        )
+        inserts=(attempt, *extra_inserts),
+        checkpoint=checkpoint,
+        run=run,
+        consume_signal=consume_signal,
     )
 
 
-def _implied_start(snapshot: RunSnapshot, workflow: Workflow, step: Step) -> float:
-    index = workflow.index_of(step.step_id)
-    if index > 0:
-        previous = workflow.steps[index - 1].step_id
-        ends = [
-            a.ended_epoch
-            for a in snapshot.attempts
-            if a.step_id == previous
-            and a.state is AttemptState.SUCCEEDED
-            and a.ended_epoch
-        ]
-        if ends:
-            return max(ends)
-    return snapshot.run.updated_epoch
-
-
-async def _invoke(step: Step, value: Any, ctx: RunContext) -> Any:
-    task = step.task
-    args = (value,) if task.takes_value else ()
-    kwargs = {task.context_param: ctx} if task.context_param else {}
-    timeout_s = task.options.timeout_s
-    if task.is_async:
-        if timeout_s is None:
-            return await task.fn(*args, **kwargs)
-        return await _with_deadline(task.fn(*args, **kwargs), timeout_s, task.name)
-    if timeout_s is None:
-        with INLINE.inline():
-            return task.fn(*args, **kwargs)
-    return await _in_thread(step, args, kwargs, timeout_s)
-
-
-async def _with_deadline(coro: Any, timeout_s: float, name: str) -> Any:
-    try:
-        async with asyncio.timeout(timeout_s) as scope:
-            return await coro
-    except TimeoutError as error:
-        if scope.expired():
-            raise _deadline_error(name, timeout_s) from error
-        raise
-
-
-async def _in_thread(
-    step: Step, args: tuple[Any, ...], kwargs: dict[str, Any], timeout_s: float
-) -> Any:
-    future: concurrent.futures.Future[Any] = concurrent.futures.Future()
-    context = contextvars.copy_context()
-
-    def target() -> None:
-        if not future.set_running_or_notify_cancel():
-            return
-        try:
-            result = context.run(step.task.fn, *args, **kwargs)
-        except BaseException as error:
-            outcome = functools.partial(future.set_exception, error)
-        else:
-            outcome = functools.partial(future.set_result, result)
-        with contextlib.suppress(concurrent.futures.InvalidStateError):
-            outcome()  # refused once the runner gave up waiting: result discarded
-
-    name = f"sayiir-task-{step.step_id}"
-    threading.Thread(target=target, name=name, daemon=True).start()
-    waiting = asyncio.wrap_future(future)
-    done, _ = await asyncio.wait({waiting}, timeout=timeout_s)
-    if waiting in done:
-        return waiting.result()
-    waiting.cancel()
-    code = getattr(step.task.fn, "__code__", None)
-    warnings.warn_explicit(
-        UnenforceableTimeoutWarning(
-            f"task {step.task.name!r} (step {step.step_id!r}) is still running after "
-            f"its timeout of {timeout_s:g}s. Python cannot kill a thread, so it keeps "
-            "running in the background and its late result will be discarded. Make "
-            "the task async, or have it check its own deadline, to stop it for real."
-        ),
-        UnenforceableTimeoutWarning,
-        filename=code.co_filename if code else __file__,
-        lineno=code.co_firstlineno if code else 0,
-        module=getattr(step.task.fn, "__module__", None) or __name__,
-    )
-    raise _deadline_error(step.task.name, timeout_s)
-
-
-def _deadline_error(name: str, timeout_s: float) -> TimeoutError:
-    error = TimeoutError(f"task {name!r} timed out after {timeout_s:g}s")
-    error._sayiir_deadline = True  # type: ignore[attr-defined]
-    return error
-
-
-def _refused(step: Step, error: Exception) -> CodecError:
+def _refused(step: Step, step_id: str, error: Exception) -> CodecError:
     if not isinstance(error, CodecError):
         error = CodecError(str(error), reason=f"{type(error).__name__}: {error}.")
     where = f"output{error.path}"
     if error.type_name:
         where += f" is of type {error.type_name};"
     message = (
-        f"task {step.task.name!r} (step {step.step_id!r}) returned a value that "
+        f"task {step.task.name!r} (step {step_id!r}) returned a value that "
         f"cannot be stored: {where} {error.reason or error} Nothing was stored "
         "for this attempt."
     )
@@ -581,48 +633,12 @@ def _ended(start: AttemptRecord, outcome: _Outcome) -> AttemptRecord:
     )
 
 
-def _extra(event: str, attempt: AttemptRecord) -> dict[str, Any]:
-    return {
-        "event": event,
-        "run_id": attempt.run_id,
-        "step": attempt.step_id,
-        "attempt": attempt.attempt,
-    }
-
-
-def _log_attempt_start(attempt: AttemptRecord) -> None:
-    if logger.isEnabledFor(logging.INFO):
-        logger.info(
-            "attempt %d of step %s (run %s) started",
-            attempt.attempt,
-            attempt.step_id,
-            attempt.run_id,
-            extra=_extra("attempt.start", attempt),
-        )
-
-
-def _log_attempt_end(attempt: AttemptRecord) -> None:
-    if logger.isEnabledFor(logging.INFO):
-        took = (attempt.ended_epoch or 0) - (attempt.started_epoch or 0)
-        logger.info(
-            "attempt %d of step %s (run %s) %s in %.3fs",
-            attempt.attempt,
-            attempt.step_id,
-            attempt.run_id,
-            attempt.state.value,
-            took,
-            extra={**_extra("attempt.end", attempt), "duration_s": took},
-        )
-
-
-def _log_retry(attempt: AttemptRecord, wait_s: float) -> None:
-    logger.warning(
-        "attempt %d of step %s (run %s) %s: %s; retrying in %.3fs",
-        attempt.attempt,
-        attempt.step_id,
-        attempt.run_id,
-        attempt.state.value,
-        attempt.error,
-        wait_s,
-        extra={**_extra("attempt.retry", attempt), "wait_s": wait_s},
+def _log_failure(ended: AttemptRecord) -> None:
+    logger.error(
+        "step %s of run %s failed after %d attempt(s): %s",
+        ended.step_id,
+        ended.run_id,
+        ended.attempt,
+        ended.error,
+        extra=log_extra("step.failed", ended),
     )

@@ -25,16 +25,21 @@ from .backends.base import (
     WriteBatch,
 )
 from .codec import Codec, JsonCodec
+from .duration import Duration, to_seconds
 from .errors import (
     CodecError,
+    DefinitionError,
     DefinitionMismatchError,
     InputMismatchError,
     LeaseLostError,
+    RunBusyError,
+    RunFinishedError,
     RunIdError,
     RunNotFoundError,
 )
-from .execution import LOST_INTERRUPT, RunExecution, lost_attempts
+from .execution import RunExecution
 from .interrupt import has_running_loop, run_here, run_in_thread
+from .recovery import LOST_INTERRUPT, lost_attempts
 from .registry import WorkflowRegistry
 from .status import AttemptState, RunState, StepStatus, WorkflowStatus
 from .workflow import Workflow
@@ -71,6 +76,10 @@ class CheckpointingRunner:
     interrupt_grace_s
         After an interrupt, how long to wait for a sync task to give control
         back before the run is marked interrupted without it.
+    inline_wait
+        Delays and waits for signals up to this long (2 s by default) wait in
+        the process; longer ones end the call with a ``waiting`` status, and
+        the run continues when it is run again once due.
 
     Notes
     -----
@@ -86,6 +95,7 @@ class CheckpointingRunner:
         codec: Codec | None = None,
         workflows: WorkflowRegistry | None = None,
         interrupt_grace_s: float = 1.0,
+        inline_wait: Duration = 2.0,
     ) -> None:
         if backend is None:
             from .backends.duckdb import DuckDBBackend
@@ -96,7 +106,12 @@ class CheckpointingRunner:
         self.workflows = workflows if workflows is not None else WorkflowRegistry()
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.interrupt_grace_s = interrupt_grace_s
+        self.inline_wait_s = to_seconds(inline_wait, what="inline_wait")
         self._calls = itertools.count(1)
+        self._requests: dict[str, RunState] = {}
+        self._active: dict[
+            str, tuple[asyncio.AbstractEventLoop, asyncio.Task[Any] | None]
+        ] = {}
 
     def __repr__(self) -> str:
         return f"CheckpointingRunner({self.backend!r})"
@@ -171,7 +186,7 @@ class CheckpointingRunner:
                 stored, created = self.backend.create_run(record)
                 if not created:
                     self._check_compatible(workflow, stored, input_json, digest)
-                    if stored.state.is_finished:
+                    if _stays(stored.state):
                         return self._status(run_id, workflow)
             return await self._execute_claimed(
                 workflow, lease, record, restart, created
@@ -199,6 +214,115 @@ class CheckpointingRunner:
         if run is not None and run.workflow_name in self.workflows:
             workflow = self.workflows.get(run.workflow_name)
         return self._status(run_id, workflow)
+
+    def send_signal(self, run_id: str, name: str, payload: Any = None) -> None:
+        """Send the signal ``name`` with ``payload`` to a run.
+
+        The signal is stored at once: a run that waits for it takes it when it
+        runs next (within the same call if it is waiting in this process), and
+        a signal sent before the run reaches its wait is kept for it, and
+        consumed once. With DuckDB, signals come from the process that holds
+        the store file (any thread or notebook cell).
+
+        Raises
+        ------
+        RunNotFoundError
+            If no run has that id.
+        CodecError
+            If the payload cannot be stored.
+        """
+        _check_signal_name(name)
+        try:
+            payload_json = self.codec.encode(payload)
+        except CodecError as error:
+            raise CodecError(
+                f"the payload of signal {name!r} for run {run_id!r} cannot be stored: "
+                f"payload{error.path} is of type {error.type_name}; {error.reason}",
+                path=error.path,
+                type_name=error.type_name,
+                reason=error.reason,
+            ) from None
+        self.backend.send_signal(run_id, name, payload_json)
+        logger.info(
+            "signal %s sent to run %s",
+            name,
+            run_id,
+            extra={"event": "signal.sent", "run_id": run_id, "signal": name},
+        )
+
+    def cancel(self, run_id: str) -> WorkflowStatus:
+        """Cancel a run: at its next step boundary if it is executing here
+        (async tasks it awaits are cancelled at once), immediately otherwise.
+        A cancelled run stays cancelled.
+
+        Raises
+        ------
+        RunNotFoundError, RunFinishedError
+            For an unknown run, or one that is completed, failed or cancelled.
+        """
+        return self._control(run_id, RunState.CANCELLED)
+
+    def pause(self, run_id: str) -> WorkflowStatus:
+        """Pause a run at its next step boundary (or at once if it is not
+        executing). Running it does nothing until :meth:`unpause`."""
+        return self._control(run_id, RunState.PAUSED)
+
+    def unpause(self, run_id: str) -> WorkflowStatus:
+        """Make a paused run resumable; the next ``run`` continues it from
+        where it stopped (and a worker may pick it up)."""
+        run = self._existing(run_id)
+        if run.state is not RunState.PAUSED:
+            raise RunFinishedError(
+                f"run {run_id!r} is {run.state.value}, not paused; only a paused "
+                "run can be unpaused."
+            )
+        self._write_state(
+            run_id, RunUpdate(state=RunState.WAITING, wake_epoch=time.time())
+        )
+        return self.status(run_id)
+
+    def _control(self, run_id: str, wanted: RunState) -> WorkflowStatus:
+        run = self._existing(run_id)
+        verb = "cancel" if wanted is RunState.CANCELLED else "pause"
+        if run.state.is_finished:
+            raise RunFinishedError(
+                f"cannot {verb} run {run_id!r}: it is {run.state.value} already."
+            )
+        if run.state is RunState.PAUSED and wanted is RunState.PAUSED:
+            return self.status(run_id)
+        active = self._active.get(run_id)
+        if active is not None:
+            self._requests[run_id] = wanted
+            loop, task = active
+            if wanted is RunState.CANCELLED and task is not None:
+                loop.call_soon_threadsafe(task.cancel)
+            return self.status(run_id)
+        self._write_state(run_id, RunUpdate(state=wanted))
+        return self.status(run_id)
+
+    def _existing(self, run_id: str) -> RunRecord:
+        run = self.backend.get_run(run_id)
+        if run is None:
+            raise RunNotFoundError(f"no run with id {run_id!r} in {self.backend!r}.")
+        return run
+
+    def _write_state(self, run_id: str, update: RunUpdate) -> None:
+        """Change the state of a run nobody executes (waiting for its lease
+        if a call is just finishing with it)."""
+        deadline = time.monotonic() + 10
+        lease = None
+        while lease is None:
+            lease = self.backend.claim(run_id, f"{self.owner}/control", lease_s=30.0)
+            if lease is None:
+                if time.monotonic() > deadline:
+                    raise RunBusyError(
+                        f"run {run_id!r} is held by another owner; try again."
+                    )
+                time.sleep(0.01)
+        try:
+            self.backend.write(lease, WriteBatch(run=update))
+        finally:
+            self.backend.release(lease)
 
     @property
     def history(self) -> History:
@@ -231,7 +355,7 @@ class CheckpointingRunner:
         snapshot = RunSnapshot(run=record)
         if not fresh:
             snapshot = self._prepare(workflow, lease, record, restart)
-        if snapshot.run.state.is_finished:
+        if _stays(snapshot.run.state):
             return self._status_of(snapshot, workflow)
 
         logger.info(
@@ -248,7 +372,11 @@ class CheckpointingRunner:
             lease=lease,
             snapshot=snapshot,
             owner=self.owner,
+            control=lambda: self._requests.get(run_id),
+            inline_wait_s=self.inline_wait_s,
         )
+        task = asyncio.current_task()
+        self._active[run_id] = (asyncio.get_running_loop(), task)
         try:
             await execution.execute()
         except (KeyboardInterrupt, asyncio.CancelledError, SystemExit):
@@ -258,6 +386,11 @@ class CheckpointingRunner:
                 extra={"event": "run.interrupted", "run_id": run_id},
             )
             raise
+        finally:
+            self._active.pop(run_id, None)
+            requested = self._requests.pop(run_id, None)
+            if requested is RunState.CANCELLED and task is not None:
+                task.uncancel()
         final = execution.final_snapshot()
         took = time.perf_counter() - began
         logger.info(
@@ -289,7 +422,7 @@ class CheckpointingRunner:
         self._check_compatible(
             workflow, snapshot.run, record.input_json, record.input_digest
         )
-        if snapshot.run.state.is_finished:
+        if _stays(snapshot.run.state):
             return snapshot
         resume = lost_attempts(snapshot, workflow)
         self.backend.write(
@@ -406,6 +539,18 @@ class CheckpointingRunner:
             self.backend.release(lease)
 
 
+def _stays(state: RunState) -> bool:
+    """A run in this state is returned as it is by ``run``."""
+    return state.is_finished or state is RunState.PAUSED
+
+
+def _check_signal_name(name: object) -> None:
+    if not isinstance(name, str) or not name.strip():
+        raise DefinitionError(
+            f"a signal name must be a non-empty string; got {name!r}."
+        )
+
+
 def _check_run_id(run_id: object) -> None:
     if not isinstance(run_id, str) or not run_id.strip():
         raise RunIdError(
@@ -450,10 +595,11 @@ def _step_statuses(
     by_step: dict[str, list[AttemptRecord]] = {}
     for attempt in snapshot.attempts:
         by_step.setdefault(attempt.step_id, []).append(attempt)
-    if workflow is not None:
-        order = [(s.step_id, s.task.name) for s in workflow.steps]
-    else:
-        order = [(step, rows[0].task_name) for step, rows in by_step.items()]
+    order = workflow.known_steps() if workflow is not None else []
+    known = {step_id for step_id, _ in order}
+    order += [
+        (step, rows[0].task_name) for step, rows in by_step.items() if step not in known
+    ]
     return tuple(
         _step_status(step_id, name, by_step.get(step_id)) for step_id, name in order
     )

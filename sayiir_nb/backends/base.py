@@ -94,12 +94,16 @@ class WriteBatch:
         ``SUCCEEDED`` attempt in ``inserts`` or ``updates`` of the same batch.
     run
         A change of the run's state.
+    consume_signal
+        The id of a signal the batch's checkpoint took; marked consumed in the
+        same transaction (the batch fails if it was consumed already).
     """
 
     inserts: tuple[AttemptRecord, ...] = ()
     updates: tuple[AttemptRecord, ...] = ()
     checkpoint: Checkpoint | None = None
     run: RunUpdate | None = None
+    consume_signal: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -187,6 +191,17 @@ class Backend(Protocol):
         """
         ...
 
+    def send_signal(self, run_id: str, name: str, payload_json: str) -> str:
+        """Store a signal for a run (no lease needed); return its id.
+
+        Raises :class:`RunNotFoundError` for an unknown run."""
+        ...
+
+    def next_signal(self, run_id: str, name: str) -> tuple[str, str] | None:
+        """The oldest signal ``name`` of the run not consumed yet, as
+        ``(signal id, payload)``."""
+        ...
+
     def reading(self) -> AbstractContextManager[duckdb.DuckDBPyConnection]:
         """A DuckDB connection on which the history views (``runs``,
         ``steps``, ``attempts``, ``signals``) can be queried, for the block."""
@@ -263,7 +278,9 @@ def is_runnable(
         return False
     if run.state in (RunState.PENDING, RunState.RUNNING):
         return run.wake_epoch is None or run.wake_epoch <= now_epoch
-    return run.state is RunState.WAITING and (run.wake_epoch or 0) <= now_epoch
+    if run.state is RunState.WAITING:
+        return run.wake_epoch is not None and run.wake_epoch <= now_epoch
+    return False
 
 
 def check_batch(batch: WriteBatch) -> None:

@@ -12,6 +12,7 @@ import os
 import re
 import threading
 import time
+import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -19,7 +20,7 @@ from typing import Any
 
 import duckdb
 
-from ..errors import BackendError, StoreLockedError
+from ..errors import BackendError, RunNotFoundError, StoreLockedError
 from ..status import AttemptState, ErrorInfo, RunState
 from .base import (
     AttemptRecord,
@@ -251,6 +252,7 @@ class DuckDBBackend:
             self._leases.check(lease)
             with self._tx() as conn:
                 for table in (
+                    "sayiir_signals",
                     "sayiir_attempt_errors",
                     "sayiir_attempts",
                     "sayiir_runs",
@@ -370,6 +372,26 @@ class DuckDBBackend:
                 raise BackendError(
                     f"DuckDB store {self.path}: {error}; nothing was written."
                 ) from error
+
+    def send_signal(self, run_id: str, name: str, payload_json: str) -> str:
+        signal_id = uuid.uuid4().hex
+        with self._lock:
+            if self.get_run(run_id) is None:
+                raise RunNotFoundError(f"no run with id {run_id!r} in {self!r}.")
+            self._statement(
+                "INSERT INTO sayiir_signals (run_id, name, payload_json, sent_epoch, "
+                "signal_id) VALUES (?, ?, ?, ?, ?)",
+                [run_id, name, payload_json, time.time(), signal_id],
+            )
+        return signal_id
+
+    def next_signal(self, run_id: str, name: str) -> tuple[str, str] | None:
+        rows = self._query(
+            "SELECT signal_id, payload_json FROM sayiir_signals WHERE run_id = ? AND "
+            "name = ? AND consumed_epoch IS NULL ORDER BY sent_epoch LIMIT 1",
+            [run_id, name],
+        )
+        return (rows[0][0], rows[0][1]) if rows else None
 
     @contextmanager
     def reading(self) -> Iterator[duckdb.DuckDBPyConnection]:
@@ -492,6 +514,15 @@ def _statements(run_id: str, batch: WriteBatch) -> list[tuple[str, list[Any], bo
             run_id,
         ]
         statements.append((_RUN_UPDATE, params, False))
+    if batch.consume_signal is not None:
+        statements.append(
+            (
+                "UPDATE sayiir_signals SET consumed_epoch = ? WHERE run_id = ? AND "
+                "signal_id = ? AND consumed_epoch IS NULL RETURNING signal_id",
+                [time.time(), run_id, batch.consume_signal],
+                True,
+            )
+        )
     return statements
 
 

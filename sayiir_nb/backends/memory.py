@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from ..errors import BackendError
+from ..errors import BackendError, RunNotFoundError
 from ..status import AttemptState, ErrorInfo
 from .base import (
     AttemptRecord,
@@ -39,6 +41,7 @@ class InMemoryBackend:
         self._runs: dict[str, RunRecord] = {}
         self._checkpoints: dict[str, dict[str, str]] = {}
         self._attempts: dict[str, dict[tuple[str, int], AttemptRecord]] = {}
+        self._signals: dict[str, list[_Signal]] = {}
         self._leases = LocalLeases()
 
     def __repr__(self) -> str:
@@ -61,6 +64,7 @@ class InMemoryBackend:
         self._runs[record.run_id] = record
         self._checkpoints[record.run_id] = {}
         self._attempts[record.run_id] = {}
+        self._signals.pop(record.run_id, None)
 
     def get_run(self, run_id: str) -> RunRecord | None:
         return self._runs.get(run_id)
@@ -118,10 +122,15 @@ class InMemoryBackend:
             attempts = self._attempts[run_id]
             checkpoints = self._checkpoints[run_id]
             self._refuse_contradictions(run_id, batch, attempts, checkpoints)
+            signal = None
+            if batch.consume_signal is not None:
+                signal = self._signal(run_id, batch.consume_signal)
             for attempt in (*batch.inserts, *batch.updates):
                 attempts[(attempt.step_id, attempt.attempt)] = attempt
             if batch.checkpoint is not None:
                 checkpoints[batch.checkpoint.step_id] = batch.checkpoint.output_json
+            if signal is not None:
+                signal.consumed_epoch = time.time()
             if batch.run is not None:
                 self._runs[run_id] = with_update(
                     self._runs[run_id], batch.run, time.time()
@@ -153,6 +162,30 @@ class InMemoryBackend:
                 f"{point.step_id!r}; nothing was written."
             )
 
+    def _signal(self, run_id: str, signal_id: str) -> _Signal:
+        for signal in self._signals.get(run_id, []):
+            if signal.signal_id == signal_id and signal.consumed_epoch is None:
+                return signal
+        raise BackendError(
+            f"run {run_id!r}: signal {signal_id} is unknown or consumed already; "
+            "nothing was written."
+        )
+
+    def send_signal(self, run_id: str, name: str, payload_json: str) -> str:
+        with self._lock:
+            if run_id not in self._runs:
+                raise RunNotFoundError(f"no run with id {run_id!r} in {self!r}.")
+            signal = _Signal(uuid.uuid4().hex, name, payload_json, time.time())
+            self._signals.setdefault(run_id, []).append(signal)
+            return signal.signal_id
+
+    def next_signal(self, run_id: str, name: str) -> tuple[str, str] | None:
+        with self._lock:
+            for signal in self._signals.get(run_id, []):
+                if signal.name == name and signal.consumed_epoch is None:
+                    return signal.signal_id, signal.payload_json
+            return None
+
     @contextmanager
     def reading(self) -> Iterator[duckdb.DuckDBPyConnection]:
         """An in-memory DuckDB database holding a copy of the rows."""
@@ -162,11 +195,30 @@ class InMemoryBackend:
             runs = list(self._runs.values())
             attempts = [a for rows in self._attempts.values() for a in rows.values()]
             checkpoints = {k: dict(v) for k, v in self._checkpoints.items()}
+            signals = [
+                (
+                    run_id,
+                    s.signal_id,
+                    s.name,
+                    s.payload_json,
+                    s.sent_epoch,
+                    s.consumed_epoch,
+                )
+                for run_id, rows in self._signals.items()
+                for s in rows
+            ]
         conn = duckdb.connect()
         try:
             conn.execute("SET TimeZone = 'UTC'")
             migrate(conn, "the in-memory history")
             _fill(conn, runs, attempts, checkpoints)
+            if signals:
+                conn.executemany(
+                    "INSERT INTO sayiir_signals (run_id, signal_id, name, "
+                    "payload_json, sent_epoch, consumed_epoch) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    signals,
+                )
             yield conn
         finally:
             conn.close()
@@ -181,11 +233,21 @@ class InMemoryBackend:
                 del self._runs[run_id]
                 self._checkpoints.pop(run_id, None)
                 self._attempts.pop(run_id, None)
+                self._signals.pop(run_id, None)
                 deleted += 1
         return deleted
 
     def close(self) -> None:
         pass
+
+
+@dataclass
+class _Signal:
+    signal_id: str
+    name: str
+    payload_json: str
+    sent_epoch: float
+    consumed_epoch: float | None = None
 
 
 def _in_time_order(a: AttemptRecord) -> tuple[float, str, int]:

@@ -70,6 +70,7 @@ CREATE TABLE IF NOT EXISTS sayiir_attempt_errors (
 MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
     (1, BASE_TABLES),
     (2, (SIGNALS_TABLE, *ALL_VIEWS)),
+    (3, ("ALTER TABLE sayiir_signals ADD COLUMN signal_id VARCHAR",)),
 )
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 

@@ -1,0 +1,89 @@
+"""Tidying up after an owner that vanished mid-run."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from .backends.base import AttemptRecord, RunSnapshot, WriteBatch
+from .nodes import Step
+from .status import AttemptState, ErrorInfo, RunState
+from .workflow import Workflow
+
+LOST_PROCESS = "the process running this attempt stopped before it ended"
+LOST_INTERRUPT = (
+    "interrupted; the task did not return to Python within the grace period, "
+    "so its late result is discarded"
+)
+LOST_TYPE = "sayiir_nb.errors.ProcessLostError"
+
+
+def lost_attempts(
+    snapshot: RunSnapshot, workflow: Workflow, reason: str = LOST_PROCESS
+) -> WriteBatch:
+    """Record what a vanished owner left unfinished as interrupted.
+
+    Applies to a run stored as running whose owner is gone (a crash, a kill,
+    a kernel restart, an engine thread given up on). Unfinished attempts are
+    either stored as running, or implied: a top-level task's first attempt
+    starts right after the previous step's commit without a write of its own.
+    """
+    if snapshot.run.state is not RunState.RUNNING:
+        return WriteBatch()
+    lost = _error(reason, "")
+    updates = tuple(
+        replace(
+            a, state=AttemptState.INTERRUPTED, error=replace(lost, step_id=a.step_id)
+        )
+        for a in snapshot.attempts
+        if a.state is AttemptState.RUNNING
+    )
+    implied = _implied_attempt(snapshot, workflow, reason)
+    return WriteBatch(updates=updates, inserts=(implied,) if implied else ())
+
+
+def _implied_attempt(
+    snapshot: RunSnapshot, workflow: Workflow, reason: str
+) -> AttemptRecord | None:
+    pending = [n for n in workflow.steps if n.node_id not in snapshot.checkpoints]
+    if not pending or not isinstance(pending[0], Step):
+        return None
+    step = pending[0]
+    history = sorted(
+        (a for a in snapshot.attempts if a.step_id == step.step_id),
+        key=lambda a: a.attempt,
+    )
+    last = history[-1] if history else None
+    if last is not None and last.state in (
+        AttemptState.SCHEDULED,
+        AttemptState.RUNNING,
+    ):
+        return None
+    return AttemptRecord(
+        run_id=snapshot.run.run_id,
+        step_id=step.step_id,
+        task_name=step.task.name,
+        attempt=(last.attempt if last else 0) + 1,
+        state=AttemptState.INTERRUPTED,
+        started_epoch=_implied_start(snapshot, workflow, step),
+        error=_error(reason, step.step_id),
+    )
+
+
+def _error(reason: str, step_id: str) -> ErrorInfo:
+    return ErrorInfo(type=LOST_TYPE, message=reason, step_id=step_id)
+
+
+def _implied_start(snapshot: RunSnapshot, workflow: Workflow, step: Step) -> float:
+    index = workflow.index_of(step.step_id)
+    if index > 0:
+        previous = workflow.steps[index - 1].node_id
+        ends = [
+            a.ended_epoch
+            for a in snapshot.attempts
+            if a.step_id == previous
+            and a.state is AttemptState.SUCCEEDED
+            and a.ended_epoch
+        ]
+        if ends:
+            return max(ends)
+    return snapshot.run.updated_epoch
