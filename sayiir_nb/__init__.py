@@ -21,6 +21,7 @@ _EXPORTS = {
     "Task": "tasks",
     "RetryPolicy": "tasks",
     "Flow": "workflow",
+    "MISSING": "nodes",
     "Workflow": "workflow",
     "RunContext": "workflow",
     "JsonCodec": "codec",
@@ -39,6 +40,12 @@ _EXPORTS = {
     "WorkflowRegistry": "registry",
     "History": "history",
     "current_context": "execution",
+    "RunFinishedError": "errors",
+    "RouteKeyError": "errors",
+    "LoopLimitError": "errors",
+    "SignalTimeoutError": "errors",
+    "RunBusyError": "errors",
+    "ProcessLostError": "errors",
     "SayiirError": "errors",
     "DefinitionError": "errors",
     "DurationError": "errors",
@@ -57,6 +64,7 @@ _EXPORTS = {
 }
 
 __all__ = [
+    "MISSING",
     "AttemptState",
     "Backend",
     "BackendError",
@@ -74,14 +82,20 @@ __all__ = [
     "InputMismatchError",
     "JsonCodec",
     "LeaseLostError",
+    "LoopLimitError",
+    "ProcessLostError",
     "RetryPolicy",
+    "RouteKeyError",
+    "RunBusyError",
     "RunConflictError",
     "RunContext",
+    "RunFinishedError",
     "RunIdError",
     "RunNotFoundError",
     "RunState",
     "SayiirError",
     "SayiirWarning",
+    "SignalTimeoutError",
     "StepFailedError",
     "StepStatus",
     "StoreLockedError",
@@ -123,17 +137,24 @@ if TYPE_CHECKING:
         DurationError,
         InputMismatchError,
         LeaseLostError,
+        LoopLimitError,
+        ProcessLostError,
+        RouteKeyError,
+        RunBusyError,
         RunConflictError,
+        RunFinishedError,
         RunIdError,
         RunNotFoundError,
         SayiirError,
         SayiirWarning,
+        SignalTimeoutError,
         StepFailedError,
         StoreLockedError,
         UnenforceableTimeoutWarning,
     )
     from .execution import current_context
     from .history import History
+    from .nodes import MISSING
     from .registry import TaskRegistry, WorkflowRegistry
     from .runner import CheckpointingRunner, default_store_path
     from .status import AttemptState, ErrorInfo, RunState, StepStatus, WorkflowStatus

@@ -224,9 +224,14 @@ _OPTIONS = frozenset(
 )
 
 
-def as_task(obj: Task | Callable[..., Any]) -> Task:
-    """Return ``obj`` if it is a task, else wrap the plain function in one."""
-    return obj if isinstance(obj, Task) else task(obj)
+def as_task(obj: Task | Callable[..., Any], name: str | None = None) -> Task:
+    """Return ``obj`` if it is a task, else wrap the plain function in one,
+    named after the function (or ``name`` for a lambda)."""
+    if isinstance(obj, Task):
+        return obj
+    if name is not None and getattr(obj, "__name__", "<lambda>") == "<lambda>":
+        return task(obj, name=name)
+    return task(obj)
 
 
 def _build_options(

@@ -85,7 +85,7 @@ class Workflow:
         route keys, delays and signal waits, branches included. Fan-out items
         and loop iterations exist only once a run makes them."""
         steps = []
-        for prefix, node in walk(self.steps):
+        for prefix, node in walk(self.steps, loops=False):
             if isinstance(node, Step):
                 steps.append((prefix + node.step_id, node.task.name))
             elif not isinstance(node, Parallel | Child | FanOut | Loop):
@@ -99,18 +99,25 @@ class Workflow:
         )
 
 
-def walk(chain: Chain, prefix: str = "") -> list[tuple[str, Node]]:
-    """Every node with the prefix of its step ids, depth first (loop bodies
-    and fan-out tasks are listed once, without an iteration or item)."""
+def walk(
+    chain: Chain, prefix: str = "", *, loops: bool = True
+) -> list[tuple[str, Node]]:
+    """Every node with the prefix of its step ids, depth first. Loop bodies
+    (whose step ids exist per iteration) are included when ``loops``, with
+    ``#n`` in place of the iteration."""
     found: list[tuple[str, Node]] = []
     for node in chain:
         found.append((prefix, node))
         if isinstance(node, Parallel | Route):
             for name, branch in node.branches:
-                found.extend(walk(branch, f"{prefix}{node.node_id}/{name}/"))
+                found.extend(
+                    walk(branch, f"{prefix}{node.node_id}/{name}/", loops=loops)
+                )
         elif isinstance(node, Child):
-            found.extend(walk(node.workflow.steps, f"{prefix}{node.node_id}/"))
-        elif isinstance(node, Loop):
+            found.extend(
+                walk(node.workflow.steps, f"{prefix}{node.node_id}/", loops=loops)
+            )
+        elif isinstance(node, Loop) and loops:
             found.extend(walk(node.body, f"{prefix}{node.node_id}#n/"))
     return found
 
@@ -148,7 +155,7 @@ class Flow:
         """
         if isinstance(fn, Workflow):
             return self._add(Child(node_id=name or fn.name, workflow=fn), "then")
-        the_task = as_task(fn)
+        the_task = as_task(fn, name)
         return self._add(Step(step_id=name or the_task.name, task=the_task), "then")
 
     def parallel(self, name: str, branches: Mapping[str, Branch] | Any) -> Flow:
@@ -204,7 +211,7 @@ class Flow:
         results as a list, in input order. Every item is its own step
         (``name[0]``, ``name[1]``, ...), checkpointed and retried on its own.
         """
-        the_task = as_task(fn)
+        the_task = as_task(fn, name)
         if (
             isinstance(concurrency, bool)
             or not isinstance(concurrency, int)
@@ -237,7 +244,7 @@ class Flow:
         without ``until`` being true, ``on_max="fail"`` fails the run with a
         ``LoopLimitError`` and ``on_max="return"`` passes the last output on.
         """
-        chain = self._chain_of(name, body, "loop")
+        chain = self._chain_of(name, body, "loop", name)
         if not callable(until):
             raise DefinitionError(
                 f"loop {name!r} needs a callable until=; got {until!r}."
@@ -349,11 +356,16 @@ class Flow:
                     "branch names must be unique."
                 )
             pairs.append(
-                (branch_name, self._chain_of(f"{name}/{branch_name}", branch, kind))
+                (
+                    branch_name,
+                    self._chain_of(f"{name}/{branch_name}", branch, kind, branch_name),
+                )
             )
         return tuple(pairs)
 
-    def _chain_of(self, where: str, branch: Branch, kind: str) -> Chain:
+    def _chain_of(
+        self, where: str, branch: Branch, kind: str, fallback: str | None = None
+    ) -> Chain:
         if isinstance(branch, Workflow):
             return branch.steps
         if isinstance(branch, Flow):
@@ -364,7 +376,8 @@ class Flow:
                 inner.then(item)
             chain = tuple(inner._nodes)
         elif isinstance(branch, Task) or callable(branch):
-            chain = (Step(step_id=as_task(branch).name, task=as_task(branch)),)
+            the_task = as_task(branch, fallback or where.rsplit("/", 1)[-1])
+            chain = (Step(step_id=the_task.name, task=the_task),)
         else:
             raise DefinitionError(
                 f"{kind} {where!r}: a branch is a task, a function, a list of them, "
