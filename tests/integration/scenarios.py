@@ -107,6 +107,84 @@ for _index in range(20):
 MANY = MANY.build()
 
 
+@task
+def branch_a(x):
+    note("a")
+    return x + 1
+
+
+@task
+def branch_b1(x):
+    note("b1")
+    return x + 10
+
+
+@task
+def branch_b2(x):
+    note("b2 start")
+    if MODE == "kill":
+        time.sleep(60)
+    note("b2 end")
+    return x + 100
+
+
+BRANCHES = (
+    Flow("crash-branch")
+    .parallel("fork", {"a": branch_a, "b": [branch_b1, branch_b2]})
+    .build()
+)
+
+
+@task
+async def item_work(x):
+    note(f"item {x} start")
+    if MODE == "kill" and x == 3:
+        await asyncio.sleep(60)
+    await asyncio.sleep(0.05)
+    note(f"item {x} end")
+    return x * x
+
+
+FANOUT = Flow("crash-fanout").fan_out(item_work, concurrency=2).build()
+
+
+@task
+def iteration(state):
+    note(f"iter {state} start")
+    if MODE == "kill" and state == 2:
+        time.sleep(60)
+    note(f"iter {state} end")
+    return state + 1
+
+
+LOOP = (
+    Flow("crash-loop")
+    .loop("body", iteration, until=lambda s: s >= 4, max_iterations=10)
+    .build()
+)
+
+
+@task
+def before_delay(x):
+    note(f"before {time.time():.3f}")
+    return x
+
+
+@task
+def after_delay(x):
+    note(f"after {time.time():.3f}")
+    return x + 1
+
+
+DELAY = (
+    Flow("crash-delay")
+    .then(before_delay)
+    .delay("pause", "2s")
+    .then(after_delay)
+    .build()
+)
+
+
 def report(runner: CheckpointingRunner, run_id: str) -> None:
     status = runner.status(run_id)
     print(f"STATE {status.state.value}", flush=True)
@@ -120,6 +198,18 @@ def main() -> None:
     elif name == "backoff":
         report_status = runner.run(BACKOFF, "backoff-1", None)
         print(f"STATE {report_status.state.value}")
+    elif name == "branch":
+        print(f"OUTPUT {runner.run(BRANCHES, 'branch-1', 0).output}")
+    elif name == "fanout":
+        print(f"OUTPUT {runner.run(FANOUT, 'fanout-1', list(range(6))).output}")
+    elif name == "loop":
+        print(f"OUTPUT {runner.run(LOOP, 'loop-1', 0).output}")
+    elif name == "delay":
+        delays = CheckpointingRunner(DuckDBBackend(store), inline_wait=5)
+        print(f"OUTPUT {delays.run(DELAY, 'delay-1', 0).output}")
+        delays.close()
+        runner.close()
+        return
     elif name == "sigint-many":
         _interruptible(runner, lambda: runner.run(MANY, "many-1", None), "many-1")
     elif name == "sigint-async":

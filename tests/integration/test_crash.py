@@ -165,3 +165,73 @@ def test_interrupt_outside_sync_task_code_stops_the_run(
     out, err = resumed.communicate(timeout=120)
     assert resumed.returncode == 0, err
     assert "STATE completed" in out
+
+
+def _kill_when(scenario: str, store: Path, side: Path, line: str) -> None:
+    child = start(scenario, store, side, "kill")
+    wait_for_line(side, line)
+    child.send_signal(signal.SIGKILL)
+    child.communicate(timeout=30)
+
+
+def _resume(scenario: str, store: Path, side: Path) -> str:
+    resumed = start(scenario, store, side)
+    out, err = resumed.communicate(timeout=60)
+    assert resumed.returncode == 0, err
+    return out
+
+
+def test_kill_inside_a_branch_reruns_only_that_branch_step(tmp_path):
+    store, side = tmp_path / "store.duckdb", tmp_path / "side.txt"
+    _kill_when("branch", store, side, "b2 start")
+    before = lines(side)
+    assert before.count("a") == 1 and before.count("b1") == 1
+    assert "OUTPUT {'a': 1, 'b': 110}" in _resume("branch", store, side)
+    after = lines(side)
+    assert (after.count("a"), after.count("b1"), after.count("b2 start")) == (1, 1, 2)
+
+
+def test_kill_during_a_fan_out_resumes_only_unfinished_items(tmp_path):
+    store, side = tmp_path / "store.duckdb", tmp_path / "side.txt"
+    _kill_when("fanout", store, side, "item 3 start")
+    finished_before = {line.split()[1] for line in lines(side) if line.endswith("end")}
+    assert "OUTPUT [0, 1, 4, 9, 16, 25]" in _resume("fanout", store, side)
+    after = lines(side)
+    for item in range(6):
+        assert after.count(f"item {item} end") == 1
+        if str(item) in finished_before:
+            assert after.count(f"item {item} start") == 1
+    assert after.count("item 3 start") == 2
+
+
+def test_kill_inside_a_loop_resumes_at_that_iteration(tmp_path):
+    store, side = tmp_path / "store.duckdb", tmp_path / "side.txt"
+    _kill_when("loop", store, side, "iter 2 start")
+    assert "OUTPUT 4" in _resume("loop", store, side)
+    after = lines(side)
+    assert [after.count(f"iter {i} start") for i in range(4)] == [1, 1, 2, 1]
+    assert [after.count(f"iter {i} end") for i in range(4)] == [1, 1, 1, 1]
+
+
+def test_kill_during_a_delay_neither_shortens_nor_restarts_it(tmp_path):
+    store, side = tmp_path / "store.duckdb", tmp_path / "side.txt"
+    child = start("delay", store, side, "kill")
+    wait_for_line_starting(side, "before ")
+    time.sleep(0.5)
+    child.send_signal(signal.SIGKILL)
+    child.communicate(timeout=30)
+    assert "OUTPUT 1" in _resume("delay", store, side)
+    stamps = {line.split()[0]: float(line.split()[1]) for line in lines(side)}
+    waited = stamps["after"] - stamps["before"]
+    assert 2.0 - 0.05 <= waited < 2.0 + 1.5, waited
+
+
+def wait_for_line_starting(side: Path, prefix: str, timeout_s: float = 30) -> None:
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        if side.exists() and any(
+            x.startswith(prefix) for x in side.read_text().splitlines()
+        ):
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"no line starting {prefix!r} in {side}")
