@@ -42,9 +42,8 @@ async def run_node(ex: RunExecution, node: Node, scope: Scope, value: Any) -> An
     if isinstance(node, Loop):
         return await _loop(ex, node, scope, value)
     if isinstance(node, Child):
-        return await ex.chain(
-            node.workflow.steps, scope.inner(f"{scope.prefix}{node.node_id}/"), value
-        )
+        inner = scope.inner(f"{scope.prefix}{node.node_id}/", child_input=(value,))
+        return await ex.chain(node.workflow.steps, inner, value)
     if isinstance(node, Delay):
         return await _delay(ex, node, scope, value)
     if isinstance(node, WaitSignal):

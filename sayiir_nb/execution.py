@@ -108,10 +108,14 @@ class Scope:
     prefix: str = ""
     top: bool = True
     concurrent: bool = False
+    child_input: Any = None  # what a child workflow received (None: the run's)
 
-    def inner(self, prefix: str, *, concurrent: bool | None = None) -> Scope:
+    def inner(
+        self, prefix: str, *, concurrent: bool | None = None, child_input: Any = None
+    ) -> Scope:
         together = self.concurrent if concurrent is None else concurrent
-        return Scope(prefix=prefix, top=False, concurrent=together)
+        given = self.child_input if child_input is None else child_input
+        return Scope(prefix=prefix, top=False, concurrent=together, child_input=given)
 
 
 @dataclass(frozen=True)
@@ -410,7 +414,9 @@ class RunExecution:
             workflow_name=self.workflow.name,
             step_id=step_id,
             attempt=start.attempt,
-            input=self.input,
+            input=self.input
+            if scope.child_input is None
+            else self.value_of(scope.child_input[0]),
             outputs=self.outputs,
         )
         token = _CONTEXT.set(ctx)

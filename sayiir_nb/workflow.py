@@ -408,7 +408,8 @@ class RunContext:
     attempt
         The attempt number, counted from 1.
     input
-        The run's original input (decoded, equal to what was given).
+        The run's original input (decoded, equal to what was given); inside a
+        child workflow, the input the child step received.
     """
 
     __slots__ = ("_outputs", "attempt", "input", "run_id", "step_id", "workflow_name")
@@ -433,20 +434,28 @@ class RunContext:
     def output(self, step_id: str) -> Any:
         """The output of an earlier step of this run.
 
+        ``step_id`` is looked up from where the task is: inside a branch, a
+        loop or a child workflow, ``"render"`` finds that level's ``render``
+        first (``child/render``), then the enclosing levels', then the top
+        level's. A full step id (``"notify/sms/send"``) works too.
+
         Raises
         ------
         KeyError
             If ``step_id`` is not a step completed before this one.
         """
-        try:
-            return self._outputs[step_id]
-        except KeyError:
+        parts = self.step_id.split("/")[:-1]
+        for depth in range(len(parts), -1, -1):
+            candidate = "/".join([*parts[:depth], step_id])
+            if candidate in self._outputs:
+                return self._outputs[candidate]
+        else:
             known = ", ".join(repr(s) for s in self._outputs) or "none"
             raise KeyError(
                 f"step {self.step_id!r} asked for the output of {step_id!r}, which "
                 f"is not an earlier step of workflow {self.workflow_name!r} "
                 f"(earlier steps: {known})."
-            ) from None
+            )
 
     @property
     def outputs(self) -> Mapping[str, Any]:

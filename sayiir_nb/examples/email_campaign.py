@@ -35,6 +35,7 @@ from .. import (
     DuckDBBackend,
     Flow,
     RunContext,
+    RunState,
     WorkflowRegistry,
     task,
 )
@@ -118,7 +119,7 @@ def prepare_database(path: Path) -> None:
                 [source],
             )
         conn.execute(
-            "CREATE TABLE IF NOT EXISTS deliveries (campaign_id VARCHAR, "
+            "CREATE TABLE IF NOT EXISTS deliveries (run_id VARCHAR, "
             "email VARCHAR, accepted_at TIMESTAMPTZ DEFAULT now())"
         )
 
@@ -129,9 +130,9 @@ def active_subscribers(path: Path) -> int:
     return int(row[0]) if row else 0
 
 
-def clear_deliveries(path: Path, campaign_id: str) -> None:
+def clear_deliveries(path: Path, run_id: str) -> None:
     with duckdb.connect(str(path)) as conn:
-        conn.execute("DELETE FROM deliveries WHERE campaign_id = ?", [campaign_id])
+        conn.execute("DELETE FROM deliveries WHERE run_id = ?", [run_id])
 
 
 # -- the tasks ---------------------------------------------------------------
@@ -167,9 +168,17 @@ def fetch_recipients(campaign: Campaign) -> list[Recipient]:
 def render_messages(recipients: list[Recipient], ctx: RunContext) -> list[Message]:
     """One personalised message per recipient, in the recipient's language
     when the campaign has a template for it (English otherwise)."""
+    campaign: Campaign = ctx.output("load_campaign")
+    return render(recipients, campaign, campaign.template)
+
+
+def render(
+    recipients: list[Recipient], campaign: Campaign, template: str
+) -> list[Message]:
+    """Render ``template`` (a folder of ``<language>.txt`` Jinja2 files whose
+    first line is ``Subject: ...``) for every recipient."""
     import jinja2
 
-    campaign: Campaign = ctx.output("load_campaign")
     env = jinja2.Environment(
         loader=jinja2.PackageLoader("sayiir_nb.examples", "templates"),
         undefined=jinja2.StrictUndefined,
@@ -180,9 +189,9 @@ def render_messages(recipients: list[Recipient], ctx: RunContext) -> list[Messag
     messages = []
     for person in recipients:
         language = person.language or "en"
-        name = f"{campaign.template}/{language}.txt"
+        name = f"{template}/{language}.txt"
         if name not in available:
-            language, name = "en", f"{campaign.template}/en.txt"
+            language, name = "en", f"{template}/en.txt"
         text = env.get_template(name).render(
             first_name=person.first_name,
             city=person.city,
@@ -207,20 +216,25 @@ def render_messages(recipients: list[Recipient], ctx: RunContext) -> list[Messag
     timeout="5m",
 )
 def send_messages(messages: list[Message], ctx: RunContext) -> DeliveryReport:
-    """Send every message not yet accepted, recording each acceptance.
+    """Send every message not yet accepted, recording each acceptance."""
+    return deliver(messages, ctx.run_id, ctx.input["campaign_id"])
 
-    The deliveries table is the step's own ledger: a retry sends only what
-    the SMTP server has not accepted yet. A crash between the server's
-    acceptance and the ledger's insert sends that one message again
-    (at-least-once).
+
+def deliver(messages: list[Message], run_id: str, campaign_id: str) -> DeliveryReport:
+    """Send the messages of ``run_id`` that the SMTP server has not accepted
+    yet, recording each acceptance.
+
+    The deliveries table is the run's ledger: a retry sends only what the
+    SMTP server has not accepted yet. A crash between the server's acceptance
+    and the ledger's insert sends that one message again (at-least-once).
+    Raises :class:`TransientDeliveryError` if the server deferred any.
     """
-    campaign_id = ctx.input["campaign_id"]
     host, _, port = os.environ.get(SMTP_ENV, "127.0.0.1:8025").partition(":")
     with duckdb.connect(str(database_path())) as ledger:
         done = {
             row[0]
             for row in ledger.execute(
-                "SELECT email FROM deliveries WHERE campaign_id = ?", [campaign_id]
+                "SELECT email FROM deliveries WHERE run_id = ?", [run_id]
             ).fetchall()
         }
         pending = [m for m in messages if m.to not in done]
@@ -235,8 +249,8 @@ def send_messages(messages: list[Message], ctx: RunContext) -> DeliveryReport:
                         continue
                     raise
                 ledger.execute(
-                    "INSERT INTO deliveries (campaign_id, email) VALUES (?, ?)",
-                    [campaign_id, message.to],
+                    "INSERT INTO deliveries (run_id, email) VALUES (?, ?)",
+                    [run_id, message.to],
                 )
     if deferred:
         raise TransientDeliveryError(len(deferred), len(pending), deferred[0])
@@ -307,7 +321,7 @@ def run_demo(
     os.environ[DB_ENV] = str(data)
     prepare_database(data)
     if restart:
-        clear_deliveries(data, campaign_id)
+        clear_deliveries(data, run_id)
 
     def say(text: str = "") -> None:
         print(text, file=out, flush=True)
@@ -379,6 +393,12 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="start the run over (and forget its deliveries)",
     )
+    parser.add_argument(
+        "--extensions",
+        action="store_true",
+        help="also run the four extensions (SMS and push in parallel, an A/B "
+        "split, batches with a delay, a delivery report waiting for a signal)",
+    )
     args = parser.parse_args(argv)
     seen = run_demo(
         args.folder.resolve(),
@@ -390,6 +410,17 @@ def main(argv: list[str] | None = None) -> int:
     status = seen["status"]
     if status.state.value != "completed":
         return 1
+    if args.extensions:
+        from .extensions import run_extensions
+
+        print("\nextensions:")
+        more = run_extensions(args.folder.resolve(), failure_rate=args.failure_rate)
+        if any(
+            getattr(v, "state", None) not in (None, RunState.COMPLETED)
+            for k, v in more.items()
+            if k != "reported-waiting"
+        ):
+            return 1
     if seen["accepted_first"] == 0:
         print(
             f"(run {args.run_id} had completed before: its stored result is shown and "

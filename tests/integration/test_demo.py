@@ -102,3 +102,41 @@ def test_registry_lists_the_workflow():
         email_campaign.registry.get("email-campaign")
         is email_campaign.campaign_workflow
     )
+
+
+def test_the_four_extensions(tmp_path):
+    from sayiir_nb.examples.extensions import run_extensions, variant_of
+
+    seen = run_extensions(tmp_path, failure_rate=0.1, out=io.StringIO())
+    active = [r for r in subscribers() if r["active"] == "true"]
+    n = len(active)
+
+    multichannel = seen["multichannel"]
+    assert multichannel.state is RunState.COMPLETED
+    assert multichannel.output == {"email": n, "sms": n, "push": n}
+    assert seen["multichannel-accepted"] == n
+
+    ab = seen["ab-test"]
+    expected_a = sum(variant_of(r["email"]) == "a" for r in active)
+    assert ab.output == {"a": expected_a, "b": n - expected_a}
+    assert seen["ab-test-accepted"] == n
+    b_person = next(r for r in active if variant_of(r["email"]) == "b")
+    subjects = [
+        d.message["Subject"]
+        for d in seen["deliveries"]
+        if d.recipients == [b_person["email"]]
+    ]
+    assert f"{b_person['first_name']}, your 20% spring code is inside" in subjects
+
+    batched = seen["batched"]
+    assert batched.output["sent"] == n
+    assert batched.output["batches_sent"] == (n + 49) // 50
+    delays = [s for s in batched.steps if s.step_id.endswith("/rate_limit")]
+    assert len(delays) == batched.output["batches_sent"]
+
+    assert seen["reported-waiting"].state is RunState.WAITING
+    reported = seen["reported"]
+    assert reported.state is RunState.COMPLETED
+    assert reported.output["sent"] == n
+    assert reported.output["accepted_by_server"] == n
+    assert reported.output["all_accounted_for"] is True
