@@ -64,7 +64,12 @@ class History:
 
     def sql(self, query: str, params: Sequence[Any] | None = None) -> pd.DataFrame:
         """Run a DuckDB SQL query over the views ``runs``, ``steps``,
-        ``attempts`` and ``signals``; return the result as a DataFrame."""
+        ``attempts`` and ``signals``; return the result as a DataFrame.
+
+        Meant for reading. On a DuckDB store the query runs on the store's own
+        connection, so a statement that writes changes the store directly,
+        around the runner's leases: leave the ``sayiir_*`` tables to the
+        runner."""
         with self.backend.reading() as conn:
             relation = conn.sql(query, params=list(params or ()) or None)
             return _frame(relation)
@@ -105,11 +110,13 @@ class History:
             params,
         )
         if outputs:
+            stored: dict[str, dict[str, str]] = {}
+            for run in set(frame["run_id"]):
+                snapshot = self.backend.load(run)
+                stored[run] = snapshot.checkpoints if snapshot else {}
             frame["output"] = [
-                self._output(run, step, state)
-                for run, step, state in zip(
-                    frame["run_id"], frame["step_id"], frame["state"], strict=True
-                )
+                self.codec.decode(stored[run][step]) if step in stored[run] else None
+                for run, step in zip(frame["run_id"], frame["step_id"], strict=True)
             ]
         return frame
 
@@ -147,7 +154,7 @@ class History:
             where.append("started_at >= to_timestamp(?)")
             params.append(_epoch(since))
         clause = " AND ".join(where)
-        return self.sql(_SUMMARY.format(where=clause), params + params)
+        return self.sql(_SUMMARY.format(where=clause), params)
 
     def outputs(self, run_id: str) -> dict[str, Any]:
         """The decoded outputs of a run's completed steps, by step id."""
@@ -181,7 +188,7 @@ class History:
         Only completed, failed and cancelled runs are deleted: a run that is
         pending, running, waiting, paused or interrupted is always kept.
         """
-        chosen = _states(list(states)) or []
+        chosen = _states(states) or []
         unfinished = [s for s in chosen if RunState(s) not in FINISHED_STATES]
         if unfinished:
             raise SayiirError(
@@ -198,14 +205,9 @@ class History:
             "AND updated_at <= to_timestamp(?)",
             [*chosen, cutoff],
         )
-        return self.backend.delete_runs(list(frame["run_id"]))
-
-    def _output(self, run_id: str, step_id: str, state: str) -> Any:
-        if state != "succeeded":
-            return None
-        snapshot = self.backend.load(run_id)
-        text = snapshot.checkpoints.get(step_id) if snapshot else None
-        return None if text is None else self.codec.decode(text)
+        return self.backend.delete_runs(
+            list(frame["run_id"]), updated_before_epoch=cutoff
+        )
 
 
 _SUMMARY = """
@@ -227,9 +229,9 @@ by_attempt AS (
         task_name,
         count(*)::INTEGER AS attempts,
         count(*) FILTER (WHERE state IN ('failed', 'timed_out'))::INTEGER AS failures,
-        avg(duration_s) AS mean_s,
-        quantile_cont(duration_s, 0.5) AS p50_s,
-        quantile_cont(duration_s, 0.95) AS p95_s
+        avg(duration_s) FILTER (WHERE state <> 'interrupted') AS mean_s,
+        quantile_cont(duration_s, 0.5) FILTER (WHERE state <> 'interrupted') AS p50_s,
+        quantile_cont(duration_s, 0.95) FILTER (WHERE state <> 'interrupted') AS p95_s
     FROM a GROUP BY task_name
 )
 SELECT

@@ -207,9 +207,11 @@ class Backend(Protocol):
         ``steps``, ``attempts``, ``signals``) can be queried, for the block."""
         ...
 
-    def delete_runs(self, run_ids: list[str]) -> int:
-        """Delete these runs and everything stored for them, except runs whose
-        lease is held; return how many were deleted."""
+    def delete_runs(self, run_ids: list[str], *, updated_before_epoch: float) -> int:
+        """Delete those of these runs that are completed, failed or cancelled
+        and were last updated before ``updated_before_epoch`` (checked again
+        in the deleting transaction), with everything stored for them; runs
+        whose lease is held are kept. Return how many were deleted."""
         ...
 
     def close(self) -> None: ...

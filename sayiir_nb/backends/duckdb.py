@@ -401,18 +401,22 @@ class DuckDBBackend:
             self._check_open()
             yield self._conn
 
-    def delete_runs(self, run_ids: list[str]) -> int:
+    def delete_runs(self, run_ids: list[str], *, updated_before_epoch: float) -> int:
         with self._lock:
             leased = self._leases.leased()
-            chosen = [r for r in run_ids if r not in leased]
-            if not chosen:
+            wanted = [r for r in run_ids if r not in leased]
+            if not wanted:
                 return 0
-            marks = ", ".join("?" * len(chosen))
+            marks = ", ".join("?" * len(wanted))
             with self._tx() as conn:
-                row = conn.execute(
-                    f"SELECT count(*) FROM sayiir_runs WHERE run_id IN ({marks})",
-                    chosen,
-                ).fetchone()
+                rows = conn.execute(
+                    f"SELECT run_id FROM sayiir_runs WHERE run_id IN ({marks}) AND "
+                    "state IN ('completed', 'failed', 'cancelled') "
+                    "AND updated_epoch <= ?",
+                    [*wanted, updated_before_epoch],
+                ).fetchall()
+                chosen = [row[0] for row in rows]
+                marks = ", ".join("?" * len(chosen)) or "NULL"
                 for table in (
                     "sayiir_signals",
                     "sayiir_attempt_errors",
@@ -424,7 +428,7 @@ class DuckDBBackend:
                     )
             for run_id in chosen:
                 self._file.keys.pop(run_id, None)
-            return int(row[0]) if row else 0
+            return len(chosen)
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
         """Run one SQL statement on the store's connection (for tests and

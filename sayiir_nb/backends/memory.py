@@ -223,12 +223,15 @@ class InMemoryBackend:
         finally:
             conn.close()
 
-    def delete_runs(self, run_ids: list[str]) -> int:
+    def delete_runs(self, run_ids: list[str], *, updated_before_epoch: float) -> int:
         deleted = 0
         with self._lock:
             leased = self._leases.leased()
             for run_id in run_ids:
-                if run_id in leased or run_id not in self._runs:
+                run = self._runs.get(run_id)
+                if run is None or run_id in leased or not run.state.is_finished:
+                    continue
+                if run.updated_epoch > updated_before_epoch:
                     continue
                 del self._runs[run_id]
                 self._checkpoints.pop(run_id, None)
@@ -254,67 +257,82 @@ def _in_time_order(a: AttemptRecord) -> tuple[float, str, int]:
     return (a.started_epoch or a.scheduled_epoch or 0.0, a.step_id, a.attempt)
 
 
+_RUN_FIELDS = (
+    "run_id", "workflow_name", "definition_hash", "state", "input_json",
+    "input_digest", "codec", "output_json", "error_type", "error_message",
+    "error_traceback", "error_step", "created_epoch", "updated_epoch", "wake_epoch",
+)  # fmt: skip
+_ATTEMPT_FIELDS = (
+    "run_id", "step_id", "task_name", "attempt", "state", "scheduled_epoch",
+    "started_epoch", "ended_epoch", "wait_before_s", "owner", "output_json",
+)  # fmt: skip
+_ERROR_FIELDS = (
+    "run_id",
+    "step_id",
+    "attempt",
+    "error_type",
+    "error_message",
+    "error_traceback",
+)
+
+
 def _fill(
     conn: duckdb.DuckDBPyConnection,
     runs: list[RunRecord],
     attempts: list[AttemptRecord],
     checkpoints: dict[str, dict[str, str]],
 ) -> None:
-    """Insert the records into the stored tables' shape."""
-    if not runs:
-        return
-    conn.executemany(
-        "INSERT INTO sayiir_runs VALUES (" + ", ".join("?" * 15) + ")",
-        [
-            (
-                r.run_id,
-                r.workflow_name,
-                r.definition_hash,
-                r.state.value,
-                r.input_json,
-                r.input_digest,
-                r.codec,
-                r.output_json,
-                *_error(r.error),
-                r.error.step_id if r.error else None,
-                r.created_epoch,
-                r.updated_epoch,
-                r.wake_epoch,
-            )
-            for r in runs
-        ],
-    )
-    rows = []
-    errors = []
+    """Copy the records into the stored tables' shape, a table at a time
+    (through pandas frames: row-by-row inserts would take seconds)."""
+    run_rows = [
+        (
+            r.run_id, r.workflow_name, r.definition_hash, r.state.value,
+            r.input_json, r.input_digest, r.codec, r.output_json,
+            *_error(r.error), r.error.step_id if r.error else None,
+            r.created_epoch, r.updated_epoch, r.wake_epoch,
+        )
+        for r in runs
+    ]  # fmt: skip
+    attempt_rows = []
+    error_rows = []
     for a in attempts:
         output = None
         if a.state is AttemptState.SUCCEEDED:
             output = checkpoints.get(a.run_id, {}).get(a.step_id)
-        rows.append(
+        attempt_rows.append(
             (
-                a.run_id,
-                a.step_id,
-                a.task_name,
-                a.attempt,
-                a.state.value,
-                a.scheduled_epoch,
-                a.started_epoch,
-                a.ended_epoch,
-                a.wait_before_s,
-                a.owner,
-                output,
+                a.run_id, a.step_id, a.task_name, a.attempt, a.state.value,
+                a.scheduled_epoch, a.started_epoch, a.ended_epoch, a.wait_before_s,
+                a.owner, output,
             )
-        )
+        )  # fmt: skip
         if a.error is not None:
-            errors.append((a.run_id, a.step_id, a.attempt, *_error(a.error)))
-    if rows:
-        conn.executemany(
-            "INSERT INTO sayiir_attempts VALUES (" + ", ".join("?" * 11) + ")", rows
-        )
-    if errors:
-        conn.executemany(
-            "INSERT INTO sayiir_attempt_errors VALUES (?, ?, ?, ?, ?, ?)", errors
-        )
+            error_rows.append((a.run_id, a.step_id, a.attempt, *_error(a.error)))
+    for table, fields, rows in (
+        ("sayiir_runs", _RUN_FIELDS, run_rows),
+        ("sayiir_attempts", _ATTEMPT_FIELDS, attempt_rows),
+        ("sayiir_attempt_errors", _ERROR_FIELDS, error_rows),
+    ):
+        _insert_frame(conn, table, fields, rows)
+
+
+def _insert_frame(
+    conn: duckdb.DuckDBPyConnection,
+    table: str,
+    fields: tuple[str, ...],
+    rows: list[tuple[object, ...]],
+) -> None:
+    if not rows:
+        return
+    import pandas as pd
+
+    frame = pd.DataFrame.from_records(rows, columns=list(fields))
+    conn.register("_rows", frame)
+    try:
+        columns = ", ".join(fields)
+        conn.execute(f"INSERT INTO {table} ({columns}) SELECT {columns} FROM _rows")
+    finally:
+        conn.unregister("_rows")
 
 
 def _error(error: ErrorInfo | None) -> tuple[str | None, str | None, str | None]:

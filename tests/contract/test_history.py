@@ -245,3 +245,30 @@ def test_empty_store_gives_empty_frames_with_columns(backend):
     assert list(history.runs().columns) == RUN_COLUMNS
     assert history.attempts().empty
     assert history.task_summary().empty
+
+
+def test_task_summary_filters(ran):
+    history = ran.history
+    assert list(history.task_summary(workflow="history")["task_name"]) == [
+        "load",
+        "report",
+        "send",
+    ]
+    assert history.task_summary(workflow="other").empty
+    assert len(history.task_summary(since="1h")) == 3
+    assert len(history.task_summary(workflow="history", since=datetime.now(UTC))) == 0
+
+
+def test_delete_runs_takes_a_single_state(ran):
+    assert ran.history.delete_runs(states="failed") == 1
+    assert sorted(ran.history.runs()["run_id"]) == ["run-1", "run-2"]
+
+
+def test_history_of_many_runs(runner):
+    wf = Flow("many").then(task(lambda x: x, name="same")).build()
+    for index in range(500):
+        runner.run(wf, f"r{index}", index)
+    attempts = runner.history.attempts()
+    assert len(attempts) == 500
+    assert set(attempts["state"]) == {"succeeded"}
+    assert runner.history.task_summary().loc[0, "steps"] == 500
