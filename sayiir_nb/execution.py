@@ -484,30 +484,15 @@ class RunExecution:
     ) -> None:
         """Store the checkpoint of a step that is not a task (a route's key,
         a delay, a signal) with its one succeeded attempt."""
-        now = time.time()
-        history = self.history.get(step_id, ())
-        previous = history[-1] if history else None
-        waiting = previous is not None and previous.state is AttemptState.SCHEDULED
-        number = (
-            previous.attempt if waiting else (previous.attempt + 1 if previous else 1)
-        )
-        done = AttemptRecord(
+        done, stored = self._instant(step_id, label, AttemptState.SUCCEEDED)
+        point = Checkpoint(
             run_id=self.run_id,
             step_id=step_id,
-            task_name=label,
-            attempt=number,
-            state=AttemptState.SUCCEEDED,
-            scheduled_epoch=previous.scheduled_epoch if waiting else now,
-            started_epoch=previous.started_epoch if waiting else now,
-            ended_epoch=now,
-            wait_before_s=previous.wait_before_s if waiting else 0.0,
-            owner=self.owner,
-        )
-        point = Checkpoint(
-            run_id=self.run_id, step_id=step_id, output_json=encoded, created_epoch=now
+            output_json=encoded,
+            created_epoch=done.ended_epoch or time.time(),
         )
         self.write(
-            _batch(done, waiting, checkpoint=point, consume_signal=consume_signal)
+            _batch(done, stored, checkpoint=point, consume_signal=consume_signal)
         )
         self.outputs.add(step_id, encoded)
 
@@ -515,30 +500,42 @@ class RunExecution:
         self, step_id: str, label: str, error: BaseException, message: str
     ) -> None:
         """Store a failed attempt of a non-task step and fail the run."""
+        info = replace(
+            ErrorInfo.from_exception(error, step_id=step_id), message=message
+        )
+        failed, stored = self._instant(step_id, label, AttemptState.FAILED, info)
+        self.write(_batch(failed, stored))
+        _log_failure(failed)
+        raise StepFailed(info)
+
+    def _instant(
+        self,
+        step_id: str,
+        label: str,
+        state: AttemptState,
+        error: ErrorInfo | None = None,
+    ) -> tuple[AttemptRecord, bool]:
+        """The ended attempt of a non-task step, and whether it is stored
+        already (a delay or a wait stores its start when first reached)."""
         now = time.time()
         history = self.history.get(step_id, ())
         previous = history[-1] if history else None
         waiting = previous is not None and previous.state is AttemptState.SCHEDULED
-        number = (
-            previous.attempt if waiting else (previous.attempt + 1 if previous else 1)
-        )
-        info = ErrorInfo.from_exception(error, step_id=step_id)
-        info = replace(info, message=message)
-        failed = AttemptRecord(
+        if waiting and previous is not None:
+            return replace(previous, state=state, ended_epoch=now, error=error), True
+        record = AttemptRecord(
             run_id=self.run_id,
             step_id=step_id,
             task_name=label,
-            attempt=number,
-            state=AttemptState.FAILED,
-            scheduled_epoch=previous.scheduled_epoch if waiting else now,
-            started_epoch=previous.started_epoch if waiting else now,
+            attempt=previous.attempt + 1 if previous else 1,
+            state=state,
+            scheduled_epoch=now,
+            started_epoch=now,
             ended_epoch=now,
-            error=info,
+            error=error,
             owner=self.owner,
         )
-        self.write(_batch(failed, waiting))
-        _log_failure(failed)
-        raise StepFailed(info)
+        return record, False
 
     def write(self, batch: WriteBatch) -> None:
         self.backend.write(self.lease, batch)

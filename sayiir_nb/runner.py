@@ -173,7 +173,7 @@ class CheckpointingRunner:
         """The async form of :meth:`run`; async tasks run on the caller's loop."""
         _check_run_id(run_id)
         self.workflows.register(workflow)
-        input_json = self._encode_input(input, run_id)
+        input_json = self._encode(input, f"the input of run {run_id!r}", "input")
         digest = _digest(input_json)
         record = self._new_record(workflow, run_id, input_json, digest)
 
@@ -232,16 +232,9 @@ class CheckpointingRunner:
             If the payload cannot be stored.
         """
         _check_signal_name(name)
-        try:
-            payload_json = self.codec.encode(payload)
-        except CodecError as error:
-            raise CodecError(
-                f"the payload of signal {name!r} for run {run_id!r} cannot be stored: "
-                f"payload{error.path} is of type {error.type_name}; {error.reason}",
-                path=error.path,
-                type_name=error.type_name,
-                reason=error.reason,
-            ) from None
+        payload_json = self._encode(
+            payload, f"the payload of signal {name!r} for run {run_id!r}", "payload"
+        )
         self.backend.send_signal(run_id, name, payload_json)
         logger.info(
             "signal %s sent to run %s",
@@ -457,13 +450,14 @@ class CheckpointingRunner:
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.1)
 
-    def _encode_input(self, value: Any, run_id: str) -> str:
+    def _encode(self, value: Any, what: str, root: str) -> str:
+        """Encode a value given by the user; a refusal names ``what``."""
         try:
             return self.codec.encode(value)
         except CodecError as error:
             raise CodecError(
-                f"the input of run {run_id!r} cannot be stored: input{error.path} is "
-                f"of type {error.type_name}; {error.reason}",
+                f"{what} cannot be stored: {root}{error.path} is of type "
+                f"{error.type_name}; {error.reason}",
                 path=error.path,
                 type_name=error.type_name,
                 reason=error.reason,
