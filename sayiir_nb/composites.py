@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from .backends.base import AttemptRecord, WriteBatch
 from .errors import LoopLimitError, RouteKeyError, SignalTimeoutError
-from .execution import RunControlled, RunStopped, RunWaiting, Scope, StepFailed, Stored
+from .execution import RunControlled, RunWaiting, Scope, StepFailed, Stored
 from .nodes import (
     MISSING,
     Child,
@@ -240,10 +240,8 @@ async def _join(runs: list[Awaitable[Any]], labels: list[str]) -> list[Any]:
     wait (the earliest wake-up time)."""
     results = await asyncio.gather(*runs, return_exceptions=True)
     for result in results:
-        if isinstance(
-            result, RunStopped | KeyboardInterrupt | asyncio.CancelledError | SystemExit
-        ):
-            raise result
+        if isinstance(result, BaseException) and not isinstance(result, Exception):
+            raise result  # an interrupt, or an abrupt stop: it wins
     for result in results:
         if isinstance(result, RunControlled):
             raise result

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import functools
 import logging
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -120,9 +121,14 @@ class Scope:
 
 @dataclass(frozen=True)
 class Stored:
-    """The output of a checkpointed step, passed on without decoding it."""
+    """The output of a step, passed on as a reference: whoever uses it gets a
+    copy of its own (see :class:`_LazyOutputs`)."""
 
     step_id: str
+
+
+_NOTHING = object()
+_INPUT = Stored("")  # the run's input
 
 
 @dataclass
@@ -133,25 +139,32 @@ class _Outcome:
 
 
 class _LazyOutputs(Mapping[str, Any]):
-    """Outputs of the run's steps by step id, decoded when first read."""
+    """Outputs of the run's steps by step id, decoded when read.
+
+    Every read gets its own copy, decoded from the stored text, so a task
+    that changes a value it received changes nothing another step sees,
+    live or after a resume. The copy made when a step's output was checked
+    serves the first read.
+    """
 
     def __init__(self, codec: Codec) -> None:
         self._codec = codec
         self._encoded: dict[str, str] = {}
-        self._decoded: dict[str, Any] = {}
+        self._fresh: dict[str, Any] = {}
 
     def add(self, step_id: str, encoded: str, decoded: Any = ...) -> None:
         self._encoded[step_id] = encoded
         if decoded is not ...:
-            self._decoded[step_id] = decoded
+            self._fresh[step_id] = decoded
 
     def encoded(self, step_id: str) -> str:
         return self._encoded[step_id]
 
     def __getitem__(self, step_id: str) -> Any:
-        if step_id not in self._decoded:
-            self._decoded[step_id] = self._codec.decode(self._encoded[step_id])
-        return self._decoded[step_id]
+        fresh = self._fresh.pop(step_id, _NOTHING)
+        if fresh is not _NOTHING:
+            return fresh
+        return self._codec.decode(self._encoded[step_id])
 
     def __contains__(self, step_id: object) -> bool:
         return step_id in self._encoded
@@ -218,7 +231,9 @@ class RunExecution:
         return self._input
 
     def value_of(self, value: Any) -> Any:
-        """The value itself, decoding a checkpointed output when needed."""
+        """The value itself: a copy of a stored output or of the run's input."""
+        if value is _INPUT:
+            return self.codec.decode(self.snapshot.run.input_json)
         return self.outputs[value.step_id] if isinstance(value, Stored) else value
 
     async def execute(self) -> tuple[RunState, ErrorInfo | None]:
@@ -228,7 +243,7 @@ class RunExecution:
         run as interrupted (a requested cancel is returned, not raised).
         """
         try:
-            value = await self.chain(self.workflow.steps, Scope(), self.input)
+            value = await self.chain(self.workflow.steps, Scope(), _INPUT)
             if not self._completed:
                 encoded = self.codec.encode(self.value_of(value))
                 self.write(
@@ -276,8 +291,12 @@ class RunExecution:
         for index, node in enumerate(nodes):
             self.check_control()
             if isinstance(node, Step):
+                # a first attempt's start is implied only right after a commit
+                implied = scope.top and (
+                    index == 0 or isinstance(nodes[index - 1], Step)
+                )
                 value = await self.task_step(
-                    node, scope, value, scope.top and index == last
+                    node, scope, value, scope.top and index == last, implied=implied
                 )
             else:
                 value = await run_node(self, node, scope, value)
@@ -292,14 +311,24 @@ class RunExecution:
             raise RunControlled(requested)
 
     async def task_step(
-        self, step: Step, scope: Scope, value: Any, is_last: bool, step_id: str = ""
+        self,
+        step: Step,
+        scope: Scope,
+        value: Any,
+        is_last: bool,
+        step_id: str = "",
+        *,
+        implied: bool = False,
     ) -> Any:
-        """Run one task step (unless checkpointed) with its retries."""
+        """Run one task step (unless checkpointed, or failed for good) with
+        its retries."""
         step_id = step_id or scope.prefix + step.step_id
         if step_id in self.outputs:
             return Stored(step_id)
         policy = step.task.options.retry
         history = self.history.get(step_id, ())
+        if history and history[-1].state in _FAILED and history[-1].error is not None:
+            raise StepFailed(history[-1].error)  # no retry was scheduled after it
         failures = sum(1 for a in history if a.state in _FAILED)
         number = history[-1].attempt if history else 0
         pending = (
@@ -311,7 +340,9 @@ class RunExecution:
 
         while True:
             self.check_control()
-            start, stored = await self._start(step, step_id, pending, number + 1, scope)
+            start, stored = await self._start(
+                step, step_id, pending, number + 1, implied
+            )
             number, pending = start.attempt, None
             log_attempt_start(start)
 
@@ -348,7 +379,7 @@ class RunExecution:
         step_id: str,
         pending: AttemptRecord | None,
         number: int,
-        scope: Scope,
+        implied: bool,
     ) -> tuple[AttemptRecord, bool]:
         """The record of the attempt about to start, and whether it is stored.
 
@@ -361,7 +392,7 @@ class RunExecution:
             start = self.new_attempt(
                 step_id, step.task.name, number, AttemptState.RUNNING
             )
-            if scope.top:
+            if implied:
                 return start, False
             self.write(WriteBatch(inserts=(start,)))
             return start, True
@@ -414,9 +445,10 @@ class RunExecution:
             workflow_name=self.workflow.name,
             step_id=step_id,
             attempt=start.attempt,
-            input=self.input
-            if scope.child_input is None
-            else self.value_of(scope.child_input[0]),
+            input=functools.partial(
+                self.value_of,
+                _INPUT if scope.child_input is None else scope.child_input[0],
+            ),
             outputs=self.outputs,
         )
         token = _CONTEXT.set(ctx)
@@ -472,7 +504,7 @@ class RunExecution:
         self._completed = is_last
         log_attempt_end(done)
         self.outputs.add(step_id, encoded, value)
-        return value
+        return Stored(step_id)
 
     def record_instant(
         self,

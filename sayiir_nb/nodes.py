@@ -15,6 +15,8 @@ for a run are paths built from those ids, so they depend on the graph only:
 
 from __future__ import annotations
 
+import functools
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Union
@@ -37,7 +39,27 @@ Chain = tuple["Node", ...]
 
 
 def _callable_name(fn: Callable[..., Any]) -> str:
-    return f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', repr(fn))}"
+    """A name for a function that is the same in every process (never a
+    ``repr`` with an address in it)."""
+    if isinstance(fn, functools.partial):
+        return f"partial({_callable_name(fn.func)})"
+    qualname = getattr(fn, "__qualname__", None)
+    module = getattr(fn, "__module__", None)
+    if not isinstance(qualname, str):
+        qualname, module = type(fn).__qualname__, type(fn).__module__
+    return f"{module}.{qualname}"
+
+
+def _stable_value(value: Any, where: str) -> str:
+    """The value's stored form, canonical (used by the definition hash)."""
+    from .codec import JsonCodec
+    from .errors import CodecError, DefinitionError
+
+    try:
+        text = JsonCodec().encode(value)
+    except CodecError as error:
+        raise DefinitionError(f"{where} cannot be stored: {error}") from None
+    return json.dumps(json.loads(text), sort_keys=True)
 
 
 def describe_chain(chain: Chain) -> list[dict[str, Any]]:
@@ -183,7 +205,9 @@ class WaitSignal:
             "id": self.node_id,
             "signal": self.signal,
             "timeout_s": self.timeout_s,
-            "default": None if self.default is MISSING else repr(self.default),
+            "default": None
+            if self.default is MISSING
+            else _stable_value(self.default, f"the default of wait {self.node_id!r}"),
             "has_default": self.default is not MISSING,
         }
 

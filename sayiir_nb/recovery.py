@@ -44,10 +44,23 @@ def lost_attempts(
 def _implied_attempt(
     snapshot: RunSnapshot, workflow: Workflow, reason: str
 ) -> AttemptRecord | None:
-    pending = [n for n in workflow.steps if n.node_id not in snapshot.checkpoints]
-    if not pending or not isinstance(pending[0], Step):
+    """The attempt a top-level step started without a write: the first step
+    without a checkpoint, when the node before it is a checkpointed step (or
+    it is the first node)."""
+    nodes = workflow.steps
+    index = next(
+        (
+            i
+            for i, n in enumerate(nodes)
+            if not (isinstance(n, Step) and n.step_id in snapshot.checkpoints)
+        ),
+        None,
+    )
+    if index is None or not isinstance(nodes[index], Step):
         return None
-    step = pending[0]
+    if index > 0 and not isinstance(nodes[index - 1], Step):
+        return None
+    step = nodes[index]
     history = sorted(
         (a for a in snapshot.attempts if a.step_id == step.step_id),
         key=lambda a: a.attempt,

@@ -412,7 +412,15 @@ class RunContext:
         child workflow, the input the child step received.
     """
 
-    __slots__ = ("_outputs", "attempt", "input", "run_id", "step_id", "workflow_name")
+    __slots__ = (
+        "_input",
+        "_input_read",
+        "_outputs",
+        "attempt",
+        "run_id",
+        "step_id",
+        "workflow_name",
+    )
 
     def __init__(
         self,
@@ -428,12 +436,22 @@ class RunContext:
         self.workflow_name = workflow_name
         self.step_id = step_id
         self.attempt = attempt
-        self.input = input
+        self._input = input
+        self._input_read = not callable(input)
         self._outputs = outputs
+
+    @property
+    def input(self) -> Any:
+        """The run's input (a copy of its own for this task)."""
+        if not self._input_read:
+            self._input = self._input()
+            self._input_read = True
+        return self._input
 
     def output(self, step_id: str) -> Any:
         """The output of an earlier step of this run.
 
+        Each call returns a copy of its own, decoded from the checkpoint.
         ``step_id`` is looked up from where the task is: inside a branch, a
         loop or a child workflow, ``"render"`` finds that level's ``render``
         first (``child/render``), then the enclosing levels', then the top
