@@ -91,7 +91,8 @@ def _choose(
             f"the key function of route {node.node_id!r} raised "
             f"{type(error).__name__}: {error}",
         )
-    chosen = key if isinstance(key, str) and key in names else node.default
+    name = key if isinstance(key, str) else str(key)
+    chosen = name if name in names else node.default
     if chosen is None:
         error = RouteKeyError(
             f"route {node.node_id!r} got key {key!r}, which is not one of its "
@@ -180,7 +181,9 @@ async def _wait_signal(ex: RunExecution, node: WaitSignal, scope: Scope) -> Any:
     deadline = _waiting_since(ex, step_id, "signal", node.timeout_s)
     patience = time.time() + ex.inline_wait_s
     while True:
-        found = ex.backend.next_signal(ex.run_id, node.signal)
+        found = ex.backend.next_signal(
+            ex.run_id, node.signal, None if node.timeout_s is None else deadline
+        )
         if found is not None:
             signal_id, payload_json = found
             ex.record_instant(step_id, "signal", payload_json, consume_signal=signal_id)

@@ -18,7 +18,7 @@ LOST_TYPE = "sayiir_nb.errors.ProcessLostError"
 
 
 def lost_attempts(
-    snapshot: RunSnapshot, workflow: Workflow, reason: str = LOST_PROCESS
+    snapshot: RunSnapshot, workflow: Workflow | None, reason: str = LOST_PROCESS
 ) -> WriteBatch:
     """Record what a vanished owner left unfinished as interrupted.
 
@@ -37,7 +37,7 @@ def lost_attempts(
         for a in snapshot.attempts
         if a.state is AttemptState.RUNNING
     )
-    implied = _implied_attempt(snapshot, workflow, reason)
+    implied = _implied_attempt(snapshot, workflow, reason) if workflow else None
     return WriteBatch(updates=updates, inserts=(implied,) if implied else ())
 
 

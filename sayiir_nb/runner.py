@@ -39,10 +39,11 @@ from .errors import (
 )
 from .execution import RunExecution
 from .interrupt import has_running_loop, run_here, run_in_thread
+from .nodes import Route
 from .recovery import LOST_INTERRUPT, lost_attempts
 from .registry import WorkflowRegistry
 from .status import AttemptState, RunState, StepStatus, WorkflowStatus
-from .workflow import Workflow
+from .workflow import Workflow, walk
 
 if TYPE_CHECKING:
     from .history import History
@@ -226,12 +227,18 @@ class CheckpointingRunner:
 
         Raises
         ------
-        RunNotFoundError
-            If no run has that id.
+        RunNotFoundError, RunFinishedError
+            If no run has that id, or it is completed, failed or cancelled.
         CodecError
             If the payload cannot be stored.
         """
         _check_signal_name(name)
+        run = self._existing(run_id)
+        if run.state.is_finished:
+            raise RunFinishedError(
+                f"cannot send signal {name!r} to run {run_id!r}: it is "
+                f"{run.state.value} already."
+            )
         payload_json = self._encode(
             payload, f"the payload of signal {name!r} for run {run_id!r}", "payload"
         )
@@ -313,7 +320,13 @@ class CheckpointingRunner:
                     )
                 time.sleep(0.01)
         try:
-            self.backend.write(lease, WriteBatch(run=update))
+            batch = WriteBatch()
+            snapshot = self.backend.load(run_id)
+            if snapshot is not None:
+                name = snapshot.run.workflow_name
+                workflow = self.workflows.get(name) if name in self.workflows else None
+                batch = lost_attempts(snapshot, workflow)  # a crashed run's leftovers
+            self.backend.write(lease, replace(batch, run=update))
         finally:
             self.backend.release(lease)
 
@@ -589,14 +602,35 @@ def _step_statuses(
     by_step: dict[str, list[AttemptRecord]] = {}
     for attempt in snapshot.attempts:
         by_step.setdefault(attempt.step_id, []).append(attempt)
-    order = workflow.known_steps() if workflow is not None else []
-    known = {step_id for step_id, _ in order}
-    order += [
-        (step, rows[0].task_name) for step, rows in by_step.items() if step not in known
-    ]
+    # steps that ran, in the order they started; then those still to come
+    order = [(step, rows[0].task_name) for step, rows in by_step.items()]
+    if workflow is not None:
+        skipped = _branches_not_taken(snapshot, workflow)
+        order += [
+            (step_id, label)
+            for step_id, label in workflow.known_steps()
+            if step_id not in by_step and not step_id.startswith(skipped)
+        ]
     return tuple(
         _step_status(step_id, name, by_step.get(step_id)) for step_id, name in order
     )
+
+
+def _branches_not_taken(snapshot: RunSnapshot, workflow: Workflow) -> tuple[str, ...]:
+    """Prefixes of the branches that the run's routes did not choose."""
+    prefixes = []
+    for prefix, node in walk(workflow.steps, loops=False):
+        if not isinstance(node, Route):
+            continue
+        route_id = prefix + node.node_id
+        stored = snapshot.checkpoints.get(route_id)
+        if stored is None:
+            continue
+        chosen = json.loads(stored).get("branch")
+        prefixes += [
+            f"{route_id}/{name}/" for name, _ in node.branches if name != chosen
+        ]
+    return tuple(prefixes)
 
 
 def _step_status(

@@ -197,9 +197,11 @@ class Backend(Protocol):
         Raises :class:`RunNotFoundError` for an unknown run."""
         ...
 
-    def next_signal(self, run_id: str, name: str) -> tuple[str, str] | None:
-        """The oldest signal ``name`` of the run not consumed yet, as
-        ``(signal id, payload)``."""
+    def next_signal(
+        self, run_id: str, name: str, sent_before_epoch: float | None = None
+    ) -> tuple[str, str] | None:
+        """The oldest signal ``name`` of the run not consumed yet (and sent
+        before ``sent_before_epoch``, if given), as ``(signal id, payload)``."""
         ...
 
     def reading(self) -> AbstractContextManager[duckdb.DuckDBPyConnection]:

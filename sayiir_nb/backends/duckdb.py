@@ -385,11 +385,18 @@ class DuckDBBackend:
             )
         return signal_id
 
-    def next_signal(self, run_id: str, name: str) -> tuple[str, str] | None:
+    def next_signal(
+        self, run_id: str, name: str, sent_before_epoch: float | None = None
+    ) -> tuple[str, str] | None:
         rows = self._query(
             "SELECT signal_id, payload_json FROM sayiir_signals WHERE run_id = ? AND "
-            "name = ? AND consumed_epoch IS NULL ORDER BY sent_epoch LIMIT 1",
-            [run_id, name],
+            "name = ? AND consumed_epoch IS NULL AND sent_epoch < ? "
+            "ORDER BY sent_epoch LIMIT 1",
+            [
+                run_id,
+                name,
+                float("inf") if sent_before_epoch is None else sent_before_epoch,
+            ],
         )
         return (rows[0][0], rows[0][1]) if rows else None
 

@@ -179,10 +179,17 @@ class InMemoryBackend:
             self._signals.setdefault(run_id, []).append(signal)
             return signal.signal_id
 
-    def next_signal(self, run_id: str, name: str) -> tuple[str, str] | None:
+    def next_signal(
+        self, run_id: str, name: str, sent_before_epoch: float | None = None
+    ) -> tuple[str, str] | None:
+        limit = float("inf") if sent_before_epoch is None else sent_before_epoch
         with self._lock:
             for signal in self._signals.get(run_id, []):
-                if signal.name == name and signal.consumed_epoch is None:
+                if (
+                    signal.name == name
+                    and signal.consumed_epoch is None
+                    and signal.sent_epoch < limit
+                ):
                     return signal.signal_id, signal.payload_json
             return None
 

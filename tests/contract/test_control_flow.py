@@ -10,6 +10,7 @@ import time
 import pytest
 
 from sayiir_nb import (
+    AttemptState,
     CheckpointingRunner,
     CodecError,
     DefinitionError,
@@ -608,8 +609,9 @@ def test_every_node_kind_has_a_readable_name_in_statuses(fast_runner):
     )
     status = fast_runner.run(wf, "n", 1)
     ids = [s.step_id for s in status.steps]
-    assert ids[:4] == ["start", "pick", "pick/one/same", "breathe"]
-    assert set(ids[4:]) == {"each[0]", "each[1]"}
+    assert ids[0] == "start"
+    assert set(ids[1:3]) == {"each[0]", "each[1]"}
+    assert ids[3:] == ["pick", "pick/one/same", "breathe"]
     assert all(s.state == "succeeded" for s in status.steps)
     assert status.output == [1, 1]
     labels = {s.step_id: s.task_name for s in status.steps}
@@ -618,3 +620,178 @@ def test_every_node_kind_has_a_readable_name_in_statuses(fast_runner):
         "delay",
         "same",
     )
+
+
+# -- regressions found by adversarial testing --------------------------------
+
+
+def test_definition_hash_is_the_same_in_every_process(tmp_path):
+    import subprocess
+    import sys
+
+    script = tmp_path / "wf.py"
+    script.write_text(
+        "import functools\n"
+        "from sayiir_nb import Flow, task\n"
+        "def pick(field, value):\n"
+        "    return value[field]\n"
+        "class Until:\n"
+        "    def __call__(self, value):\n"
+        "        return True\n"
+        "same = task(lambda x: x, name='same')\n"
+        "wf = (Flow('h').route('r', functools.partial(pick, 'tier'), {'a': same})\n"
+        "      .loop('l', same, until=Until(), max_iterations=2)\n"
+        "      .wait_for_signal('go', timeout='1h',\n"
+        "                       default={'alpha', 'beta', 'gamma'})\n"
+        "      .build())\n"
+        "print(wf.definition_hash)\n"
+    )
+    hashes = set()
+    for seed in ("1", "2", "3"):
+        out = subprocess.run(
+            [sys.executable, str(script)],
+            capture_output=True,
+            text=True,
+            env={**__import__("os").environ, "PYTHONHASHSEED": seed},
+            timeout=60,
+        )
+        assert out.returncode == 0, out.stderr
+        hashes.add(out.stdout.strip())
+    assert len(hashes) == 1
+
+
+def test_a_default_the_codec_refuses_is_a_build_error():
+    with pytest.raises(DefinitionError, match="default of wait 'go'"):
+        Flow("w").wait_for_signal("go", timeout="1s", default=object()).build()
+
+
+def test_a_step_failed_for_good_is_not_run_again_on_resume(backend):
+    counter = Counter()
+
+    @task
+    def charge(x):
+        counter.hit("charge")
+        raise ValueError("card declined")
+
+    @task
+    async def stops(x):
+        await asyncio.sleep(0.1)
+        if counter.hit("stops") == 1:
+            raise Crash  # the engine stops before the join sees the failure
+        return x
+
+    wf = Flow("pf").parallel("p", {"a": charge, "b": stops}).build()
+    with pytest.raises(Crash):
+        CheckpointingRunner(backend).run(wf, "x", 1)
+    final = CheckpointingRunner(backend).run(wf, "x", 1)
+    assert final.state is RunState.FAILED
+    assert "card declined" in final.error.message
+    assert counter["charge"] == 1
+
+
+def test_each_reader_gets_its_own_copy(runner):
+    @task
+    def make(_):
+        return {"items": [1, 2, 3]}
+
+    @task
+    def mutate(value):
+        value["items"].append(7)
+        return len(value["items"])
+
+    @task
+    def read(value):
+        time.sleep(0.05)
+        return len(value["items"])
+
+    @task
+    def earlier(_, ctx):
+        first = ctx.output("make")
+        first["items"].clear()
+        return ctx.output("make")
+
+    wf = (
+        Flow("copies")
+        .then(make)
+        .parallel("p", {"m": mutate, "r": read})
+        .then(earlier)
+        .build()
+    )
+    assert runner.run(wf, "c", None).output == {"items": [1, 2, 3]}
+    assert runner.history.outputs("c")["p/r/read"] == 3
+
+
+def test_an_abrupt_stop_in_a_branch_wins_over_waits_and_failures(runner):
+    @task
+    def die(x):
+        raise Crash
+
+    @task
+    def broken(x):
+        raise ValueError("x")
+
+    waiting = (
+        Flow("bw").parallel("p", {"a": die, "b": Flow("b").delay("d", "1h")}).build()
+    )
+    with pytest.raises(Crash):
+        runner.run(waiting, "w", 1)
+    failing = Flow("bf").parallel("p", {"a": die, "b": broken}).build()
+    with pytest.raises(Crash):
+        runner.run(failing, "f", 1)
+
+
+def test_a_lost_attempt_after_a_composite_is_recorded(backend):
+    counter = Counter()
+
+    @task
+    def hang(x):
+        if counter.hit("hang") == 1:
+            raise Crash
+        return x
+
+    same = task(lambda x: x, name="same")
+    wf = Flow("lost").parallel("p", {"a": same}).then(hang).build()
+    with pytest.raises(Crash):
+        CheckpointingRunner(backend).run(wf, "l", 1)
+    CheckpointingRunner(backend).run(wf, "l", 1)
+    rows = [(a.attempt, a.state) for a in backend.attempts("l") if a.step_id == "hang"]
+    assert rows == [(1, AttemptState.INTERRUPTED), (2, AttemptState.SUCCEEDED)]
+
+
+def test_a_signal_sent_after_the_timeout_does_not_count(backend):
+    runner = CheckpointingRunner(backend, inline_wait=0.1)
+    wf = _approval_flow("late", timeout="300ms", default={"ok": "default"})
+    assert runner.run(wf, "l", None).state is RunState.WAITING
+    time.sleep(0.4)
+    runner.send_signal("l", "approval", {"ok": "late"})
+    assert runner.run(wf, "l", None).output == {"published": "default"}
+
+
+def test_pausing_a_crashed_run_tidies_its_attempts(backend):
+    counter = Counter()
+
+    @task
+    def hang(x):
+        if counter.hit("hang") == 1:
+            raise Crash
+        return x
+
+    same = task(lambda x: x, name="same")
+    wf = Flow("pc").parallel("p", {"h": hang, "s": same}).build()
+    with pytest.raises(Crash):
+        CheckpointingRunner(backend).run(wf, "c", 1)
+    runner = CheckpointingRunner(backend)
+    runner.pause("c")
+    states = {a.state for a in backend.attempts("c")}
+    assert AttemptState.RUNNING not in states
+    runner.unpause("c")
+    assert runner.run(wf, "c", 1).output == {"h": 1, "s": 1}
+
+
+def test_signals_to_finished_runs_and_keys_that_are_not_strings(fast_runner):
+    one = task(lambda x: "one", name="one")
+    other = task(lambda x: "other", name="other")
+    wf = Flow("k").route("r", lambda x: 1, {"1": one, "x": other}).build()
+    assert fast_runner.run(wf, "k", None).output == "one"
+    with pytest.raises(RunFinishedError, match="completed already"):
+        fast_runner.send_signal("k", "approval", 1)
