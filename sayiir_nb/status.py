@@ -162,6 +162,12 @@ class WorkflowStatus:
         if self.error is not None and self.state is RunState.FAILED:
             raise self.error.to_exception()
 
+    def _repr_html_(self) -> str:
+        """State, output summary, error and the per-step table, escaped."""
+        from .rich import status_html
+
+        return status_html(self)
+
     def __repr__(self) -> str:
         extra = f", error={self.error}" if self.error else ""
         return (

@@ -92,6 +92,12 @@ class Workflow:
                 steps.append((prefix + node.node_id, KINDS[type(node)]))
         return steps
 
+    def _repr_html_(self) -> str:
+        """The task graph as inline SVG, laid out from input to output."""
+        from .rich import workflow_html
+
+        return workflow_html(self)
+
     def __repr__(self) -> str:
         return (
             f"<Workflow {self.name!r}: {' -> '.join(self.step_ids)} "
