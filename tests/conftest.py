@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -9,6 +10,8 @@ import pytest
 
 from sayiir_nb import CheckpointingRunner, DuckDBBackend, InMemoryBackend
 from sayiir_nb.backends.base import Backend
+
+os.environ.setdefault("MPLBACKEND", "Agg")  # no screen here
 
 BACKENDS = ["memory", "duckdb"]
 
