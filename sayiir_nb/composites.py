@@ -12,7 +12,10 @@ from .backends.base import AttemptRecord, WriteBatch
 from .errors import LoopLimitError, RouteKeyError, SignalTimeoutError
 from .execution import RunControlled, RunWaiting, Scope, StepFailed, Stored
 from .nodes import (
+    DELAY_LABEL,
     MISSING,
+    ROUTE_LABEL,
+    SIGNAL_LABEL,
     Child,
     Delay,
     FanOut,
@@ -32,7 +35,17 @@ _SIGNAL_POLL_S = 0.05
 
 
 async def run_node(ex: RunExecution, node: Node, scope: Scope, value: Any) -> Any:
-    """Run ``node`` (not a plain task) on ``value``; return its output."""
+    """Run ``node`` (not a plain task) on ``value``; return its output, which
+    ``ctx.output(node id)`` then finds too (a route's own step holds its
+    chosen key instead)."""
+    output = await _run(ex, node, scope, value)
+    node_id = scope.prefix + node.node_id
+    if isinstance(node, Parallel | FanOut | Loop | Child):
+        ex.outputs.add_derived(node_id, ex.codec.encode(ex.value_of(output)))
+    return output
+
+
+async def _run(ex: RunExecution, node: Node, scope: Scope, value: Any) -> Any:
     if isinstance(node, Parallel):
         return await _parallel(ex, node, scope, value)
     if isinstance(node, Route):
@@ -86,7 +99,7 @@ def _choose(
     except Exception as error:
         ex.record_failure(
             step_id,
-            "route",
+            ROUTE_LABEL,
             error,
             f"the key function of route {node.node_id!r} raised "
             f"{type(error).__name__}: {error}",
@@ -98,9 +111,9 @@ def _choose(
             f"route {node.node_id!r} got key {key!r}, which is not one of its "
             f"branches ({', '.join(map(repr, names))}), and it has no default."
         )
-        ex.record_failure(step_id, "route", error, str(error))
+        ex.record_failure(step_id, ROUTE_LABEL, error, str(error))
     ex.record_instant(
-        step_id, "route", ex.codec.encode({"key": _plain(key), "branch": chosen})
+        step_id, ROUTE_LABEL, ex.codec.encode({"key": _plain(key), "branch": chosen})
     )
     return chosen
 
@@ -165,12 +178,12 @@ async def _delay(ex: RunExecution, node: Delay, scope: Scope, value: Any) -> Any
     step_id = f"{scope.prefix}{node.node_id}"
     if step_id in ex.outputs:
         return value
-    wake = _waiting_since(ex, step_id, "delay", node.delay_s)
+    wake = _waiting_since(ex, step_id, DELAY_LABEL, node.delay_s)
     remaining = wake - time.time()
     if remaining > ex.inline_wait_s:
         raise RunWaiting(wake)
     await ex.sleep_until(wake)
-    ex.record_instant(step_id, "delay", "null")
+    ex.record_instant(step_id, DELAY_LABEL, "null")
     return value
 
 
@@ -178,7 +191,7 @@ async def _wait_signal(ex: RunExecution, node: WaitSignal, scope: Scope) -> Any:
     step_id = f"{scope.prefix}{node.node_id}"
     if step_id in ex.outputs:
         return Stored(step_id)
-    deadline = _waiting_since(ex, step_id, "signal", node.timeout_s)
+    deadline = _waiting_since(ex, step_id, SIGNAL_LABEL, node.timeout_s)
     patience = time.time() + ex.inline_wait_s
     while True:
         found = ex.backend.next_signal(
@@ -186,7 +199,9 @@ async def _wait_signal(ex: RunExecution, node: WaitSignal, scope: Scope) -> Any:
         )
         if found is not None:
             signal_id, payload_json = found
-            ex.record_instant(step_id, "signal", payload_json, consume_signal=signal_id)
+            ex.record_instant(
+                step_id, SIGNAL_LABEL, payload_json, consume_signal=signal_id
+            )
             return Stored(step_id)
         now = time.time()
         if node.timeout_s is not None and now >= deadline:
@@ -205,9 +220,9 @@ def _timed_out(ex: RunExecution, node: WaitSignal, step_id: str) -> Any:
             f"{node.timeout_s:g}s (wait {node.node_id!r}); give the wait a "
             "default=... to continue without one."
         )
-        ex.record_failure(step_id, "signal", error, str(error))
+        ex.record_failure(step_id, SIGNAL_LABEL, error, str(error))
     encoded = ex.codec.encode(node.default)
-    ex.record_instant(step_id, "signal", encoded)
+    ex.record_instant(step_id, SIGNAL_LABEL, encoded)
     return Stored(step_id)
 
 
@@ -230,7 +245,6 @@ def _waiting_since(
         state=AttemptState.SCHEDULED,
         scheduled_epoch=end,
         started_epoch=now,
-        wait_before_s=length_s or 0.0,
         owner=ex.owner,
     )
     ex.write(WriteBatch(inserts=(row,)))

@@ -34,6 +34,7 @@ from .backends.base import (
 )
 from .codec import Codec
 from .errors import CodecError
+from .events import Observers, RunEvent
 from .interrupt import STOP
 from .nodes import Node, Step
 from .status import AttemptState, ErrorInfo, RunState
@@ -151,6 +152,7 @@ class _LazyOutputs(Mapping[str, Any]):
         self._codec = codec
         self._encoded: dict[str, str] = {}
         self._fresh: dict[str, Any] = {}
+        self.derived: set[str] = set()
 
     def add(self, step_id: str, encoded: str, decoded: Any = ...) -> None:
         self._encoded[step_id] = encoded
@@ -159,6 +161,16 @@ class _LazyOutputs(Mapping[str, Any]):
 
     def encoded(self, step_id: str) -> str:
         return self._encoded[step_id]
+
+    def add_derived(self, node_id: str, encoded: str) -> None:
+        """The output of a node that is not stored (a parallel's joined dict,
+        a fan-out's list, a loop's or a child's last output), so that
+        ``ctx.output`` finds it; not a checkpoint."""
+        self._encoded[node_id] = encoded
+        self.derived.add(node_id)
+
+    def checkpoints(self) -> dict[str, str]:
+        return {k: v for k, v in self._encoded.items() if k not in self.derived}
 
     def __getitem__(self, step_id: str) -> Any:
         fresh = self._fresh.pop(step_id, _NOTHING)
@@ -200,6 +212,7 @@ class RunExecution:
         owner: str,
         control: Callable[[], RunState | None] = lambda: None,
         inline_wait_s: float = 2.0,
+        observers: Observers | None = None,
     ) -> None:
         self.backend = backend
         self.codec = codec
@@ -210,6 +223,7 @@ class RunExecution:
         self.run_id = snapshot.run.run_id
         self.control = control
         self.inline_wait_s = inline_wait_s
+        self.observers = observers or Observers()
         self.outputs = _LazyOutputs(codec)
         for step_id, encoded in snapshot.checkpoints.items():
             self.outputs.add(step_id, encoded)
@@ -345,6 +359,8 @@ class RunExecution:
             )
             number, pending = start.attempt, None
             log_attempt_start(start)
+            if self.observers:
+                self._tell("attempt.start", start)
 
             outcome = await self._attempt(step, step_id, value, start, stored, scope)
             if outcome.error is None:
@@ -365,6 +381,8 @@ class RunExecution:
             if not retry:
                 self.write(_batch(ended, stored))
                 _log_failure(ended)
+                if self.observers:
+                    self._tell("attempt.end", ended)
                 raise StepFailed(ended.error)
             wait_s = policy.wait_before_retry_s(failures)
             pending = self.new_attempt(
@@ -372,6 +390,9 @@ class RunExecution:
             )
             self.write(_batch(ended, stored, extra_inserts=(pending,)))
             log_retry(ended, wait_s)
+            if self.observers:
+                self._tell("attempt.end", ended)
+                self._tell("attempt.retry", ended, wait_s=wait_s)
 
     async def _start(
         self,
@@ -503,6 +524,8 @@ class RunExecution:
         self.write(_batch(done, stored, checkpoint=point, run=update))
         self._completed = is_last
         log_attempt_end(done)
+        if self.observers:
+            self._tell("attempt.end", done)
         self.outputs.add(step_id, encoded, value)
         return Stored(step_id)
 
@@ -569,6 +592,26 @@ class RunExecution:
         )
         return record, False
 
+    def _tell(
+        self, kind: str, attempt: AttemptRecord, wait_s: float | None = None
+    ) -> None:
+        duration = None
+        if attempt.started_epoch is not None and attempt.ended_epoch is not None:
+            duration = attempt.ended_epoch - attempt.started_epoch
+        self.observers.emit(
+            RunEvent(
+                kind=kind,
+                run_id=self.run_id,
+                step_id=attempt.step_id,
+                task_name=attempt.task_name,
+                attempt=attempt.attempt,
+                state=attempt.state.value,
+                duration_s=duration,
+                wait_s=wait_s,
+                error=attempt.error,
+            )
+        )
+
     def write(self, batch: WriteBatch) -> None:
         self.backend.write(self.lease, batch)
         for attempt in (*batch.inserts, *batch.updates):
@@ -583,9 +626,7 @@ class RunExecution:
 
     def final_snapshot(self) -> RunSnapshot:
         """What this execution wrote, as the store now holds it."""
-        checkpoints = {
-            step_id: self.outputs.encoded(step_id) for step_id in self.outputs
-        }
+        checkpoints = self.outputs.checkpoints()
         ordered = sorted(
             self._attempts.values(),
             key=lambda a: (

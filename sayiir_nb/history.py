@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 from .backends.views import VIEW_NAMES
 from .codec import Codec, JsonCodec
 from .duration import Duration, to_seconds
-from .errors import SayiirError
+from .errors import RunNotFoundError, SayiirError
 from .status import RunState
 
 if TYPE_CHECKING:
@@ -145,8 +145,15 @@ class History:
     ) -> pd.DataFrame:
         """Per task: runs, steps, attempts, success rate, retry rate, mean,
         median and 95th percentile of attempt durations, and the time lost to
-        failed attempts and backoff waits."""
-        where, params = ["state <> 'scheduled'"], []
+        failed attempts and backoff waits. Routes, delays and signal waits
+        (task names ``(route)``, ``(delay)``, ``(signal)``) are left out."""
+        where, params = (
+            [
+                "state <> 'scheduled'",
+                "task_name NOT IN ('(route)', '(delay)', '(signal)')",
+            ],
+            [],
+        )
         if workflow is not None:
             where.append("workflow_name = ?")
             params.append(workflow)
@@ -160,7 +167,7 @@ class History:
         """The decoded outputs of a run's completed steps, by step id."""
         snapshot = self.backend.load(run_id)
         if snapshot is None:
-            raise KeyError(f"no run with id {run_id!r} in {self.backend!r}.")
+            raise RunNotFoundError(f"no run with id {run_id!r} in {self.backend!r}.")
         return {
             step: self.codec.decode(text) for step, text in snapshot.checkpoints.items()
         }

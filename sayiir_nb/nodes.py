@@ -213,6 +213,11 @@ class WaitSignal:
 
 
 Node = Union[Step, Parallel, Route, FanOut, Loop, Child, Delay, WaitSignal]  # noqa: UP007
+# task names recorded for the steps of nodes that are not tasks; the brackets
+# keep them apart from the names of real tasks
+ROUTE_LABEL, DELAY_LABEL, SIGNAL_LABEL = "(route)", "(delay)", "(signal)"
+LABELS = {"route": ROUTE_LABEL, "delay": DELAY_LABEL, "signal": SIGNAL_LABEL}
+
 KINDS = {
     Step: "task",
     Parallel: "parallel",

@@ -37,6 +37,10 @@ from .errors import (
     RunIdError,
     RunNotFoundError,
 )
+from .events import Observer, Observers, RunEvent
+
+if TYPE_CHECKING:
+    from .live import RunView
 from .execution import RunExecution
 from .interrupt import has_running_loop, run_here, run_in_thread
 from .nodes import Route
@@ -110,6 +114,7 @@ class CheckpointingRunner:
         self.inline_wait_s = to_seconds(inline_wait, what="inline_wait")
         self._calls = itertools.count(1)
         self._requests: dict[str, RunState] = {}
+        self.observers = Observers()
         self._active: dict[
             str, tuple[asyncio.AbstractEventLoop, asyncio.Task[Any] | None]
         ] = {}
@@ -124,6 +129,7 @@ class CheckpointingRunner:
         input: Any = None,
         *,
         restart: bool = False,
+        show: bool = False,
     ) -> WorkflowStatus:
         """Run (or resume) ``run_id`` of ``workflow`` and wait for its end.
 
@@ -143,6 +149,9 @@ class CheckpointingRunner:
         restart
             Discard the run's checkpoints and history and start it over (also
             allowed when the input or the definition changed).
+        show
+            Show the run while it goes: a live view in a notebook, progress
+            lines on stderr elsewhere.
 
         Raises
         ------
@@ -154,6 +163,24 @@ class CheckpointingRunner:
         def make() -> Any:
             return self.arun(workflow, run_id, input, restart=restart)
 
+        if not show:
+            return self._wait_for(make, run_id)
+        from .live import TextProgress, in_notebook
+
+        self.workflows.register(workflow)
+        if in_notebook():
+            from IPython.display import display
+
+            display(self.view(run_id, workflow))
+            return self._wait_for(make, run_id)
+        progress = self.observe(TextProgress(run_id))
+        try:
+            return self._wait_for(make, run_id)
+        finally:
+            self.unobserve(progress)
+
+    def _wait_for(self, make: Any, run_id: str) -> WorkflowStatus:
+        """Run the coroutine ``make()`` to its end from sync code."""
         if not has_running_loop():
             return run_here(make, grace_s=self.interrupt_grace_s)
         return run_in_thread(
@@ -330,6 +357,26 @@ class CheckpointingRunner:
         finally:
             self.backend.release(lease)
 
+    def view(self, run_id: str, workflow: Workflow | None = None) -> RunView:
+        """A live notebook view of ``run_id`` (display it in a cell): step
+        states, durations, errors, the task graph, and a control that answers
+        a signal the run waits for. Works for runs in the store too."""
+        from .live import RunView
+
+        if workflow is None:
+            run = self.backend.get_run(run_id)
+            if run is not None and run.workflow_name in self.workflows:
+                workflow = self.workflows.get(run.workflow_name)
+        return RunView(self, run_id, workflow)
+
+    def observe(self, observer: Observer) -> Observer:
+        """Call ``observer(event)`` for every :class:`RunEvent` of the runs
+        this runner executes (usable as a decorator); see ``unobserve``."""
+        return self.observers.add(observer)
+
+    def unobserve(self, observer: Observer) -> None:
+        self.observers.remove(observer)
+
     @property
     def history(self) -> History:
         """The backend's run history as DataFrames and SQL."""
@@ -380,7 +427,12 @@ class CheckpointingRunner:
             owner=self.owner,
             control=lambda: self._requests.get(run_id),
             inline_wait_s=self.inline_wait_s,
+            observers=self.observers,
         )
+        if self.observers:
+            self.observers.emit(
+                RunEvent(kind="run.start", run_id=run_id, state="running")
+            )
         task = asyncio.current_task()
         self._active[run_id] = (asyncio.get_running_loop(), task)
         try:
@@ -399,6 +451,19 @@ class CheckpointingRunner:
                 task.uncancel()
         final = execution.final_snapshot()
         took = time.perf_counter() - began
+        if self.observers:
+            self.observers.emit(
+                RunEvent(
+                    kind="run.end",
+                    run_id=run_id,
+                    state=final.run.state.value,
+                    duration_s=took,
+                    error=final.run.error,
+                    wait_s=None
+                    if final.run.wake_epoch is None
+                    else final.run.wake_epoch - time.time(),
+                )
+            )
         logger.info(
             "run %s %s in %.3fs",
             run_id,

@@ -12,6 +12,7 @@ from .duration import Duration, to_seconds
 from .errors import DefinitionError
 from .nodes import (
     KINDS,
+    LABELS,
     MISSING,
     Chain,
     Child,
@@ -89,7 +90,7 @@ class Workflow:
             if isinstance(node, Step):
                 steps.append((prefix + node.step_id, node.task.name))
             elif not isinstance(node, Parallel | Child | FanOut | Loop):
-                steps.append((prefix + node.node_id, KINDS[type(node)]))
+                steps.append((prefix + node.node_id, LABELS[KINDS[type(node)]]))
         return steps
 
     def _repr_html_(self) -> str:
@@ -281,7 +282,7 @@ class Flow:
 
         The wake-up time is stored when the delay is first reached, so a
         restart neither shortens nor loses it. A short delay waits in the
-        process; a longer one (see ``CheckpointingRunner(inline_wait_s=...)``)
+        process; a longer one (see ``CheckpointingRunner(inline_wait=...)``)
         returns a ``waiting`` status, and running the run id again after the
         wake-up time continues it.
         """
@@ -300,10 +301,12 @@ class Flow:
         receives its payload.
 
         A signal sent before the run reaches the wait is kept and consumed
-        once. With ``timeout``, a wait that sees no signal in time passes
-        ``default`` on, or, without a default, fails the run with a
-        ``SignalTimeoutError``. While it waits the run's status is
-        ``waiting``.
+        once (the run must exist: send it once the run has started). With
+        ``timeout``, a wait that sees no signal in time passes ``default`` on,
+        or, without a default, fails the run with a ``SignalTimeoutError``;
+        a signal sent after the timeout does not count. ``run()`` waits in the
+        process up to ``inline_wait`` for the signal, then returns a
+        ``waiting`` status.
         """
         signal_name = signal or name
         _check_name(signal_name, "signal")

@@ -616,8 +616,8 @@ def test_every_node_kind_has_a_readable_name_in_statuses(fast_runner):
     assert status.output == [1, 1]
     labels = {s.step_id: s.task_name for s in status.steps}
     assert (labels["pick"], labels["breathe"], labels["each[0]"]) == (
-        "route",
-        "delay",
+        "(route)",
+        "(delay)",
         "same",
     )
 
@@ -795,3 +795,39 @@ def test_signals_to_finished_runs_and_keys_that_are_not_strings(fast_runner):
     assert fast_runner.run(wf, "k", None).output == "one"
     with pytest.raises(RunFinishedError, match="completed already"):
         fast_runner.send_signal("k", "approval", 1)
+
+
+def test_composite_outputs_are_readable_with_ctx_output(runner):
+    same = task(lambda x: x, name="same")
+    double = task(lambda x: x * 2, name="double")
+
+    @task
+    def look_back(_, ctx):
+        return {
+            "fork": ctx.output("fork"),
+            "each": ctx.output("each"),
+            "grow": ctx.output("grow"),
+        }
+
+    wf = (
+        Flow("derived")
+        .then(task(lambda x: [x, x + 1], name="pair"))
+        .fan_out(double, name="each")
+        .parallel("fork", {"a": same, "b": same})
+        .then(task(lambda d: d["a"][0], name="first"))
+        .loop("grow", double, until=lambda x: x > 10, max_iterations=5)
+        .then(look_back)
+        .build()
+    )
+    out = runner.run(wf, "d", 1).output
+    assert out == {"fork": {"a": [2, 4], "b": [2, 4]}, "each": [2, 4], "grow": 16}
+
+
+def test_waits_are_not_counted_as_backoff(fast_runner):
+    wf = _approval_flow("nb", timeout="5s", default={"ok": False})
+    fast_runner.run(wf, "w", None)
+    fast_runner.send_signal("w", "approval", {"ok": True})
+    fast_runner.run(wf, "w", None)
+    rows = fast_runner.history.attempts("w")
+    assert list(rows["wait_before_s"]) == [0.0, 0.0]
+    assert "(signal)" not in set(fast_runner.history.task_summary()["task_name"])
