@@ -180,8 +180,9 @@ class RunView:
 
         self.runner = runner
         self.model = RunViewModel(run_id, workflow)
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         self._rendered_at = 0.0
+        self._pending: threading.Timer | None = None
         self.body = widgets.HTML()
         self.payload = widgets.Text(placeholder='payload as JSON, e.g. {"ok": true}')
         self.send = widgets.Button(description="send signal", button_style="primary")
@@ -210,6 +211,22 @@ class RunView:
             self.refresh()
         elif time.monotonic() - self._rendered_at >= _RENDER_EVERY_S:
             self.render()
+        else:
+            self._render_soon()
+
+    def _render_soon(self) -> None:
+        """Draw once the throttle window has passed (events come in bursts)."""
+        with self._lock:
+            if self._pending is not None:
+                return
+            self._pending = threading.Timer(_RENDER_EVERY_S, self._render_pending)
+            self._pending.daemon = True
+            self._pending.start()
+
+    def _render_pending(self) -> None:
+        with self._lock:
+            self._pending = None
+        self.render()
 
     def refresh(self) -> None:
         """Read the run's state from the store and redraw."""
