@@ -71,6 +71,8 @@ MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
     (1, BASE_TABLES),
     (2, (SIGNALS_TABLE, *ALL_VIEWS)),
     (3, ("ALTER TABLE sayiir_signals ADD COLUMN signal_id VARCHAR",)),
+    # sizes in bytes with strlen: a cast to BLOB refused text that is not ASCII
+    (4, ALL_VIEWS),
 )
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 

@@ -28,8 +28,8 @@ SELECT
     coalesce(s.steps_completed, 0)::INTEGER AS steps_completed,
     coalesce(s.attempts, 0)::INTEGER AS attempts,
     coalesce(s.retries, 0)::INTEGER AS retries,
-    octet_length(r.input_json::BLOB)::BIGINT AS input_bytes,
-    octet_length(r.output_json::BLOB)::BIGINT AS output_bytes,
+    strlen(r.input_json)::BIGINT AS input_bytes,
+    strlen(r.output_json)::BIGINT AS output_bytes,
     r.error_type,
     r.error_message,
     r.error_step,
@@ -63,7 +63,7 @@ SELECT
     e.error_type,
     e.error_message,
     a.owner AS worker_id,
-    octet_length(a.output_json::BLOB)::BIGINT AS output_bytes
+    strlen(a.output_json)::BIGINT AS output_bytes
 FROM sayiir_attempts a
 LEFT JOIN sayiir_attempt_errors e USING (run_id, step_id, attempt)
 LEFT JOIN sayiir_runs r USING (run_id)
@@ -102,7 +102,7 @@ SELECT
     name,
     to_timestamp(sent_epoch) AS sent_at,
     to_timestamp(consumed_epoch) AS consumed_at,
-    octet_length(payload_json::BLOB)::BIGINT AS payload_bytes
+    strlen(payload_json)::BIGINT AS payload_bytes
 FROM sayiir_signals
 """
 

@@ -272,3 +272,12 @@ def test_history_of_many_runs(runner):
     assert len(attempts) == 500
     assert set(attempts["state"]) == {"succeeded"}
     assert runner.history.task_summary().loc[0, "steps"] == 500
+
+
+def test_sizes_of_text_that_is_not_ascii(runner):
+    wf = Flow("text").then(task(lambda x: {"name": "Zoé ✓"}, name="greet")).build()
+    runner.run(wf, "t", "Inès")
+    runs = runner.history.runs()
+    assert runs.loc[0, "input_bytes"] == len('"Inès"'.encode())
+    steps = runner.history.steps("t")
+    assert steps.loc[0, "output_bytes"] == len('{"name":"Zoé ✓"}'.encode())
