@@ -62,7 +62,8 @@ def text(book) -> str:
 
 
 @pytest.fixture
-def folder(tmp_path):
+def folder(tmp_path, monkeypatch):
+    monkeypatch.delenv("MPLBACKEND", raising=False)  # kernels draw inline
     copy = tmp_path / "notebooks"
     shutil.copytree(NOTEBOOKS, copy, ignore=shutil.ignore_patterns("notebook-data"))
     return copy
