@@ -11,6 +11,7 @@ import os
 import socket
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -165,19 +166,26 @@ class CheckpointingRunner:
 
         if not show:
             return self._wait_for(make, run_id)
+        shown = self._show(workflow, run_id)
+        try:
+            return self._wait_for(make, run_id)
+        finally:
+            shown()
+
+    def _show(self, workflow: Workflow, run_id: str) -> Callable[[], None]:
+        """Start showing a run: a live view in a notebook, progress lines on
+        stderr elsewhere; return what stops the progress lines."""
         from .live import TextProgress, in_notebook
 
+        _check_run_id(run_id)
         self.workflows.register(workflow)
         if in_notebook():
             from IPython.display import display
 
             display(self.view(run_id, workflow))
-            return self._wait_for(make, run_id)
+            return lambda: None
         progress = self.observe(TextProgress(run_id))
-        try:
-            return self._wait_for(make, run_id)
-        finally:
-            self.unobserve(progress)
+        return lambda: self.unobserve(progress)
 
     def _wait_for(self, make: Any, run_id: str) -> WorkflowStatus:
         """Run the coroutine ``make()`` to its end from sync code."""
@@ -197,8 +205,17 @@ class CheckpointingRunner:
         input: Any = None,
         *,
         restart: bool = False,
+        show: bool = False,
     ) -> WorkflowStatus:
-        """The async form of :meth:`run`; async tasks run on the caller's loop."""
+        """The async form of :meth:`run`; async tasks run on the caller's loop
+        (in a notebook: the kernel's, so they can use objects of other cells).
+        ``show=True`` shows the live view (or progress lines) as ``run`` does."""
+        if show:
+            shown = self._show(workflow, run_id)
+            try:
+                return await self.arun(workflow, run_id, input, restart=restart)
+            finally:
+                shown()
         _check_run_id(run_id)
         self.workflows.register(workflow)
         input_json = self._encode(input, f"the input of run {run_id!r}", "input")

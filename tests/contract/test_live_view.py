@@ -76,3 +76,12 @@ def test_show_prints_progress_outside_a_notebook(runner, capsys):
     err = capsys.readouterr().err
     assert "[1 done] only succeeded" in err
     assert "run s: completed" in err
+
+
+def test_show_with_await(runner, capsys):
+    import asyncio
+
+    wf = Flow("shown-async").then(task(lambda x: x, name="only")).build()
+    status = asyncio.run(runner.arun(wf, "a", 1, show=True))
+    assert status.state is RunState.COMPLETED
+    assert "run a: completed" in capsys.readouterr().err
