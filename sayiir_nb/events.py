@@ -25,9 +25,9 @@ class RunEvent:
     Attributes
     ----------
     kind
-        ``run.start``, ``run.end``, ``attempt.start``, ``attempt.end``,
-        ``attempt.retry`` (a failed attempt will be retried after ``wait_s``)
-        or ``step.waiting`` (a delay or a signal wait ends the call).
+        ``run.start``, ``run.end``, ``attempt.start``, ``attempt.end`` (an
+        attempt ended and will not be retried), ``attempt.retry`` (an attempt
+        failed and will be retried after ``wait_s``).
     state
         For ``attempt.end`` the attempt's state (``succeeded``, ``failed``,
         ``timed_out``, ``interrupted``); for ``run.end`` the run's.

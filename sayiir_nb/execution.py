@@ -391,7 +391,6 @@ class RunExecution:
             self.write(_batch(ended, stored, extra_inserts=(pending,)))
             log_retry(ended, wait_s)
             if self.observers:
-                self._tell("attempt.end", ended)
                 self._tell("attempt.retry", ended, wait_s=wait_s)
 
     async def _start(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import html
 import json
+import re
 import sys
 import threading
 import time
@@ -86,6 +87,7 @@ class RunViewModel:
         if event.kind == "run.end":
             self.state = event.state
             self.error = str(event.error) if event.error else ""
+            self._cancel_pending()
             return
         step = self.steps.get(event.step_id) or self.steps.setdefault(
             event.step_id, StepView(event.step_id, event.task_name)
@@ -98,6 +100,8 @@ class RunViewModel:
             step.error = str(event.error) if event.error else step.error
         elif event.kind == "attempt.retry":
             step.state, step.next_wait_s = "retrying", event.wait_s
+            step.duration_s = event.duration_s
+            step.error = str(event.error) if event.error else step.error
 
     def load(self, status: WorkflowStatus) -> None:
         """Take the stored state of the run (for a run executed elsewhere, or
@@ -111,21 +115,78 @@ class RunViewModel:
             step = self.steps.get(stored.step_id) or self.steps.setdefault(
                 stored.step_id, StepView(stored.step_id, stored.task_name)
             )
-            step.state = "waiting" if stored.state == "scheduled" else stored.state
+            step.state = stored.state
+            if stored.state == "scheduled":
+                waits = stored.task_name in ("(delay)", "(signal)")
+                step.state = "waiting" if waits else "retrying"
             step.attempt, step.duration_s = stored.attempts, stored.duration_s
             step.error = str(stored.error) if stored.error else ""
-            waits = status.state.value == "waiting" and stored.state == "scheduled"
-            if waits and stored.step_id in signals:
-                self.waiting_for = (stored.step_id, signals[stored.step_id])
+            waiting = status.state.value == "waiting" and stored.state == "scheduled"
+            if waiting and stored.task_name == "(signal)":
+                self.waiting_for = (
+                    stored.step_id,
+                    self._signal_of(stored.step_id, signals),
+                )
+        self._cancel_pending()
+
+    def _cancel_pending(self) -> None:
+        if self.state == "cancelled":
+            for step in self.steps.values():
+                if step.state == "pending":
+                    step.state = "cancelled"
+
+    @staticmethod
+    def _signal_of(step_id: str, signals: dict[str, str]) -> str:
+        """The signal a wait step takes: from the workflow (loop iterations
+        matched by pattern), else the step's own name (the default)."""
+        if step_id in signals:
+            return signals[step_id]
+        generic = re.sub(r"#\d+/", "#n/", step_id)
+        return signals.get(generic, step_id.rsplit("/", 1)[-1])
 
     def _signal_steps(self) -> dict[str, str]:
         if self.workflow is None:
             return {}
         return {
             prefix + node.node_id: node.signal
-            for prefix, node in walk(self.workflow.steps, loops=False)
+            for prefix, node in walk(self.workflow.steps)
             if isinstance(node, WaitSignal)
         }
+
+    def graph_states(self) -> dict[str, str]:
+        """States for the graph's boxes: a step's own, the latest iteration's
+        for a loop body, and a combined one for fan-outs, forks and loops."""
+        assert self.workflow is not None
+        graph = build(self.workflow.steps, self.workflow.name)
+        states: dict[str, str] = {}
+        for key, box in graph.boxes.items():
+            if key in self.steps and box.kind not in ("fan_out", "fork", "loop"):
+                states[key] = self.steps[key].state
+                continue
+            if "#n/" in key:
+                pattern = re.compile(re.escape(key).replace("\\#n/", "#(\\d+)/") + "$")
+                found = [
+                    (int(m.group(1)), s)
+                    for s in self.steps.values()
+                    if (m := pattern.match(s.step_id))
+                ]
+                if found:
+                    states[key] = max(found, key=lambda pair: pair[0])[1].state
+                continue
+            inside = {"fan_out": f"{key}[", "fork": f"{key}/", "loop": f"{key}#"}.get(
+                box.kind
+            )
+            if inside:
+                combined = _combined(
+                    [
+                        s.state
+                        for s in self.steps.values()
+                        if s.step_id.startswith(inside)
+                    ]
+                )
+                if combined:
+                    states[key] = combined
+        return states
 
     def html(self) -> str:
         """The view as escaped HTML: state, graph, step table."""
@@ -145,8 +206,8 @@ class RunViewModel:
         if self.output:
             parts.append(f"<div>output: <code>{self.output}</code></div>")
         if self.workflow is not None:
-            states = {s.step_id: s.state for s in self.steps.values()}
-            parts.append(svg(build(self.workflow.steps, self.workflow.name), states))
+            graph = build(self.workflow.steps, self.workflow.name)
+            parts.append(svg(graph, self.graph_states()))
         rows = "".join(
             f'<tr data-step="{html.escape(s.step_id)}">'
             f"<td><code>{html.escape(s.step_id)}</code></td>"
@@ -162,6 +223,22 @@ class RunViewModel:
             f"<th>duration</th><th>last error</th></tr>{rows}</table></div>"
         )
         return "".join(parts)
+
+
+_PRIORITY = ("failed", "timed_out", "running", "retrying", "waiting", "interrupted",
+             "cancelled", "pending", "succeeded")  # fmt: skip
+
+
+def _combined(states: list[str]) -> str:
+    """One state for a group of steps: the most telling one."""
+    if not states:
+        return ""
+    if all(state == "succeeded" for state in states):
+        return "succeeded"
+    for state in _PRIORITY:
+        if state in states:
+            return "running" if state in ("pending", "succeeded") else state
+    return states[-1]
 
 
 class RunView:
@@ -266,8 +343,12 @@ class RunView:
         self._rendered_at = time.monotonic()
 
     def _on_send(self, _: Any) -> None:
+        self.refresh()
         waiting = self.model.waiting_for
         if waiting is None:
+            self.note.value = (
+                f"the run is {html.escape(self.model.state)}: no signal to send"
+            )
             return
         try:
             payload = (
@@ -277,7 +358,13 @@ class RunView:
             problem = html.escape(str(error))
             self.note.value = f'<span style="color:#b91c1c">not JSON: {problem}</span>'
             return
-        self.runner.send_signal(self.model.run_id, waiting[1], payload)
+        try:
+            self.runner.send_signal(self.model.run_id, waiting[1], payload)
+        except Exception as error:
+            self.note.value = (
+                f'<span style="color:#b91c1c">{html.escape(str(error))}</span>'
+            )
+            return
         self.note.value = f"sent <code>{html.escape(waiting[1])}</code>"
         workflow = self.model.workflow
         if workflow is not None:

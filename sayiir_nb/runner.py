@@ -182,8 +182,15 @@ class CheckpointingRunner:
         if in_notebook():
             from IPython.display import display
 
-            display(self.view(run_id, workflow))
-            return lambda: None
+            view = self.view(run_id, workflow)
+            display(view)
+
+            def done() -> None:
+                # the view keeps showing the end; a waiting run keeps its control
+                if view.model.waiting_for is None:
+                    view.close()
+
+            return done
         progress = self.observe(TextProgress(run_id))
         return lambda: self.unobserve(progress)
 
@@ -342,6 +349,10 @@ class CheckpointingRunner:
                 loop.call_soon_threadsafe(task.cancel)
             return self.status(run_id)
         self._write_state(run_id, RunUpdate(state=wanted))
+        if self.observers:
+            self.observers.emit(
+                RunEvent(kind="run.end", run_id=run_id, state=wanted.value)
+            )
         return self.status(run_id)
 
     def _existing(self, run_id: str) -> RunRecord:

@@ -85,3 +85,67 @@ def test_show_with_await(runner, capsys):
     status = asyncio.run(runner.arun(wf, "a", 1, show=True))
     assert status.state is RunState.COMPLETED
     assert "run a: completed" in capsys.readouterr().err
+
+
+def test_graph_colours_composite_nodes(runner):
+    from sayiir_nb.live import RunViewModel
+
+    inc = task(lambda x: x + 1, name="inc")
+    wf = (
+        Flow("colours")
+        .then(task(lambda x: [1, 2, 3], name="items"))
+        .fan_out(inc, name="item")
+        .parallel("par", {"x": task(lambda xs: xs, name="same")})
+        .then(task(lambda d: 0, name="zero"))
+        .loop("lp", inc, until=lambda v: v >= 2, max_iterations=5)
+        .build()
+    )
+    model = RunViewModel("g", wf)
+    model.load(runner.run(wf, "g", None))
+    states = model.graph_states()
+    assert states["item"] == states["par"] == states["lp"] == "succeeded"
+    assert states["lp#n/inc"] == "succeeded"
+
+
+def test_signal_control_inside_a_loop_and_from_a_fresh_runner(backend):
+    runner = CheckpointingRunner(backend, inline_wait=0.05)
+    body = Flow("body").wait_for_signal("go").then(task(lambda p: p, name="take"))
+    wf = Flow("looped").loop("lp", body, until=bool, max_iterations=3).build()
+    assert runner.run(wf, "l", None).state is RunState.WAITING
+    view = runner.view("l", wf)
+    assert view.model.waiting_for == ("lp#1/go", "go")
+    view.close()
+    fresh = CheckpointingRunner(backend).view("l")  # no workflow known here
+    assert fresh.model.waiting_for == ("lp#1/go", "go")
+    assert fresh.controls.layout.display == "flex"
+    fresh.close()
+
+
+def test_a_cancelled_run_refreshes_the_view_and_the_button_explains(backend):
+    runner = CheckpointingRunner(backend, inline_wait=0.05)
+    wf = (
+        Flow("c")
+        .wait_for_signal("approval")
+        .then(task(lambda p: p, name="take"))
+        .build()
+    )
+    runner.run(wf, "c", None)
+    view = runner.view("c", wf)
+    runner.cancel("c")
+    assert _until(lambda: 'data-state="cancelled"' in view.body.value)
+    view.send.click()
+    assert "no signal to send" in view.note.value
+    view.close()
+
+
+def test_progress_prints_a_retry_once(runner, capsys):
+    @task(retries=1, backoff=0.01)
+    def flaky(x, ctx):
+        if ctx.attempt == 1:
+            raise ConnectionError("refused")
+        return x
+
+    runner.run(Flow("once").then(flaky).build(), "o", 1, show=True)
+    err = capsys.readouterr().err
+    assert err.count("refused") == 1
+    assert "retrying in 0.01s" in err
