@@ -176,6 +176,7 @@ def main(argv: list[str] | None = None) -> None:
         f"machine: {platform.machine()}, {os.cpu_count()} cores, "
         f"Python {platform.python_version()}, DuckDB {duckdb.__version__}"
     )
+    per_step_chain_us(InMemoryBackend, 200)  # warm-up: imports and first calls
     memory_small = per_step_chain_us(InMemoryBackend, small)
     memory_large = per_step_chain_us(InMemoryBackend, large)
     memory_runs = per_step_runs_us(InMemoryBackend, runs)
