@@ -182,9 +182,18 @@ def _edge(source: Box, target: Box, style: str) -> str:
             f'{x2 + BOX_W:.0f},{y2:.0f} {x2 + BOX_W / 2:.0f},{y2:.0f}" fill="none" '
             'stroke="#0f766e" stroke-dasharray="4 3"/>'
         )
+    top, bottom = y2 - BOX_H / 2, y1 + BOX_H / 2
+    if target.layer - source.layer > 1:
+        # down its own column first, so it does not cut through the boxes of
+        # a longer branch beside it, then across to the target
+        bend = top - GAP_Y / 2
+        return (
+            f'<polyline points="{x1:.0f},{bottom:.0f} {x1:.0f},{bend:.0f} '
+            f'{x2:.0f},{top:.0f}" fill="none" stroke="#6b7280"/>'
+        )
     return (
-        f'<line x1="{x1:.0f}" y1="{y1 + BOX_H / 2:.0f}" x2="{x2:.0f}" '
-        f'y2="{y2 - BOX_H / 2:.0f}" stroke="#6b7280"/>'
+        f'<line x1="{x1:.0f}" y1="{bottom:.0f}" x2="{x2:.0f}" y2="{top:.0f}" '
+        'stroke="#6b7280"/>'
     )
 
 
