@@ -232,17 +232,10 @@ class RunExecution:
             self.history.setdefault(attempt.step_id, []).append(attempt)
         for rows in self.history.values():
             rows.sort(key=lambda a: a.attempt)
-        self._input: Any = ...
         self._run = snapshot.run
         self._attempts = {(a.step_id, a.attempt): a for a in snapshot.attempts}
         self._stop = STOP.get()
         self._completed = False
-
-    @property
-    def input(self) -> Any:
-        if self._input is ...:
-            self._input = self.codec.decode(self.snapshot.run.input_json)
-        return self._input
 
     def value_of(self, value: Any) -> Any:
         """The value itself: a copy of a stored output or of the run's input."""

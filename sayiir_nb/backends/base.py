@@ -11,7 +11,7 @@ abandoned run, which is what worker processes build on.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable
+from collections.abc import Container, Iterable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
@@ -299,6 +299,35 @@ def check_batch(batch: WriteBatch) -> None:
         f"run {point.run_id!r}: the checkpoint of step {point.step_id!r} must be "
         "written with that step's succeeded attempt; nothing was written."
     )
+
+
+def refuse_contradictions(
+    run_id: str,
+    batch: WriteBatch,
+    attempts: Container[tuple[str, int]],
+    checkpoints: Container[str],
+) -> None:
+    """Refuse a batch that inserts a stored attempt, updates a missing one, or
+    checkpoints a step twice; ``attempts`` holds the stored ``(step id,
+    attempt)`` keys and ``checkpoints`` the checkpointed step ids."""
+    for a in batch.inserts:
+        if (a.step_id, a.attempt) in attempts:
+            raise BackendError(
+                f"run {run_id!r}: attempt {a.attempt} of step {a.step_id!r} is "
+                "stored already; nothing was written."
+            )
+    for a in batch.updates:
+        if (a.step_id, a.attempt) not in attempts:
+            raise BackendError(
+                f"run {run_id!r}: attempt {a.attempt} of step {a.step_id!r} is "
+                "not stored; nothing was written."
+            )
+    point = batch.checkpoint
+    if point is not None and point.step_id in checkpoints:
+        raise BackendError(
+            f"run {run_id!r} already has a checkpoint for step "
+            f"{point.step_id!r}; nothing was written."
+        )
 
 
 def with_update(run: RunRecord, update: RunUpdate, now_epoch: float) -> RunRecord:

@@ -32,6 +32,7 @@ from .base import (
     WriteBatch,
     check_batch,
     is_runnable,
+    refuse_contradictions,
 )
 from .schema import migrate
 
@@ -82,24 +83,7 @@ class _RunKeys:
         self.checkpoints = {step for step, _, is_checkpoint in rows if is_checkpoint}
 
     def refuse(self, run_id: str, batch: WriteBatch) -> None:
-        for a in batch.inserts:
-            if (a.step_id, a.attempt) in self.attempts:
-                raise BackendError(
-                    f"run {run_id!r}: attempt {a.attempt} of step {a.step_id!r} is "
-                    "stored already; nothing was written."
-                )
-        for a in batch.updates:
-            if (a.step_id, a.attempt) not in self.attempts:
-                raise BackendError(
-                    f"run {run_id!r}: attempt {a.attempt} of step {a.step_id!r} is "
-                    "not stored; nothing was written."
-                )
-        point = batch.checkpoint
-        if point is not None and point.step_id in self.checkpoints:
-            raise BackendError(
-                f"run {run_id!r} already has a checkpoint for step "
-                f"{point.step_id!r}; nothing was written."
-            )
+        refuse_contradictions(run_id, batch, self.attempts, self.checkpoints)
 
     def add(self, batch: WriteBatch) -> None:
         self.attempts.update((a.step_id, a.attempt) for a in batch.inserts)
@@ -594,14 +578,7 @@ def _run_from_row(row: tuple[Any, ...]) -> RunRecord:
         updated,
         wake,
     ) = row
-    error = None
-    if error_type is not None:
-        error = ErrorInfo(
-            type=error_type,
-            message=error_message or "",
-            traceback=error_traceback or "",
-            step_id=error_step,
-        )
+    error = _error_from(error_type, error_message, error_traceback, error_step)
     return RunRecord(
         run_id=run_id,
         workflow_name=workflow,
@@ -615,6 +592,22 @@ def _run_from_row(row: tuple[Any, ...]) -> RunRecord:
         created_epoch=created,
         updated_epoch=updated,
         wake_epoch=wake,
+    )
+
+
+def _error_from(
+    error_type: str | None,
+    message: str | None,
+    traceback: str | None,
+    step_id: str | None,
+) -> ErrorInfo | None:
+    if error_type is None:
+        return None
+    return ErrorInfo(
+        type=error_type,
+        message=message or "",
+        traceback=traceback or "",
+        step_id=step_id,
     )
 
 
@@ -655,14 +648,7 @@ def _attempt_from_row(row: tuple[Any, ...]) -> AttemptRecord:
         error_message,
         error_traceback,
     ) = row
-    error = None
-    if error_type is not None:
-        error = ErrorInfo(
-            type=error_type,
-            message=error_message or "",
-            traceback=error_traceback or "",
-            step_id=step_id,
-        )
+    error = _error_from(error_type, error_message, error_traceback, step_id)
     return AttemptRecord(
         run_id=run_id,
         step_id=step_id,

@@ -21,6 +21,7 @@ from .base import (
     WriteBatch,
     check_batch,
     is_runnable,
+    refuse_contradictions,
     with_update,
 )
 from .schema import migrate
@@ -121,7 +122,7 @@ class InMemoryBackend:
             run_id = lease.run_id
             attempts = self._attempts[run_id]
             checkpoints = self._checkpoints[run_id]
-            self._refuse_contradictions(run_id, batch, attempts, checkpoints)
+            refuse_contradictions(run_id, batch, attempts, checkpoints)
             signal = None
             if batch.consume_signal is not None:
                 signal = self._signal(run_id, batch.consume_signal)
@@ -135,32 +136,6 @@ class InMemoryBackend:
                 self._runs[run_id] = with_update(
                     self._runs[run_id], batch.run, time.time()
                 )
-
-    @staticmethod
-    def _refuse_contradictions(
-        run_id: str,
-        batch: WriteBatch,
-        attempts: dict[tuple[str, int], AttemptRecord],
-        checkpoints: dict[str, str],
-    ) -> None:
-        for attempt in batch.inserts:
-            if (attempt.step_id, attempt.attempt) in attempts:
-                raise BackendError(
-                    f"run {run_id!r}: attempt {attempt.attempt} of step "
-                    f"{attempt.step_id!r} is stored already; nothing was written."
-                )
-        for attempt in batch.updates:
-            if (attempt.step_id, attempt.attempt) not in attempts:
-                raise BackendError(
-                    f"run {run_id!r}: attempt {attempt.attempt} of step "
-                    f"{attempt.step_id!r} is not stored; nothing was written."
-                )
-        point = batch.checkpoint
-        if point is not None and point.step_id in checkpoints:
-            raise BackendError(
-                f"run {run_id!r} already has a checkpoint for step "
-                f"{point.step_id!r}; nothing was written."
-            )
 
     def _signal(self, run_id: str, signal_id: str) -> _Signal:
         for signal in self._signals.get(run_id, []):
