@@ -28,6 +28,9 @@ _EXPORTS = {
     "Codec": "codec",
     "InMemoryBackend": "backends.memory",
     "DuckDBBackend": "backends.duckdb",
+    "PostgresBackend": "backends.postgres",
+    "PooledWorker": "worker",
+    "enqueue": "queue",
     "Backend": "backends.base",
     "CheckpointingRunner": "runner",
     "default_store_path": "runner",
@@ -102,11 +105,14 @@ __all__ = [
     "Task",
     "TaskRegistry",
     "UnenforceableTimeoutWarning",
+    "PooledWorker",
+    "PostgresBackend",
     "Workflow",
     "WorkflowRegistry",
     "WorkflowStatus",
     "current_context",
     "default_store_path",
+    "enqueue",
     "task",
 ]
 
@@ -128,6 +134,7 @@ if TYPE_CHECKING:
     from .backends.base import Backend
     from .backends.duckdb import DuckDBBackend
     from .backends.memory import InMemoryBackend
+    from .backends.postgres import PostgresBackend
     from .codec import Codec, JsonCodec
     from .errors import (
         BackendError,
@@ -155,8 +162,10 @@ if TYPE_CHECKING:
     from .execution import current_context
     from .history import History
     from .nodes import MISSING
+    from .queue import enqueue
     from .registry import TaskRegistry, WorkflowRegistry
     from .runner import CheckpointingRunner, default_store_path
     from .status import AttemptState, ErrorInfo, RunState, StepStatus, WorkflowStatus
     from .tasks import RetryPolicy, Task, task
+    from .worker import PooledWorker
     from .workflow import Flow, RunContext, Workflow

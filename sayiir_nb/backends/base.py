@@ -108,16 +108,45 @@ class WriteBatch:
 
 @dataclass(frozen=True, kw_only=True)
 class Lease:
-    """The right of ``owner`` to execute run ``run_id``.
+    """The right of ``owner`` to execute run ``run_id`` (or, with ``unit``,
+    one part of it: a branch of a parallel or an item of a fan-out).
 
-    ``fence`` grows by one at every claim of the run; a write carrying an
-    older fence is refused.
+    ``fence`` grows by one at every claim; a write carrying an older fence is
+    refused.
     """
 
     run_id: str
     owner: str
     fence: int
     expires_epoch: float
+    unit: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class UnitRecord:
+    """A part of a run that a worker claims on its own: a branch of a
+    parallel (``kind="branch"``, ``part`` its name) or an item of a fan-out
+    (``kind="item"``, ``part`` its index).
+
+    ``unit_id`` is the prefix of the branch's step ids, or the item's step
+    id; ``parent_id`` the id of the parallel or fan-out; ``node_prefix`` and
+    ``node_id`` locate that node in the workflow. ``input_json`` is what the
+    part receives and ``context_json`` the input of the child workflow it is
+    in (``None``: the run's). ``state`` is ``ready``, ``claimed``, ``done``,
+    ``failed`` or ``waiting`` (until ``wake_epoch``, or a signal).
+    """
+
+    run_id: str
+    unit_id: str
+    parent_id: str
+    kind: str
+    node_prefix: str
+    node_id: str
+    part: str
+    input_json: str
+    context_json: str | None = None
+    state: str = "ready"
+    wake_epoch: float | None = None
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -295,10 +295,10 @@ def _fill(
         ("sayiir_attempts", _ATTEMPT_FIELDS, attempt_rows),
         ("sayiir_attempt_errors", _ERROR_FIELDS, error_rows),
     ):
-        _insert_frame(conn, table, fields, rows)
+        insert_frame(conn, table, fields, rows)
 
 
-def _insert_frame(
+def insert_frame(
     conn: duckdb.DuckDBPyConnection,
     table: str,
     fields: tuple[str, ...],

@@ -1,0 +1,1111 @@
+"""The backend for several processes or machines: one PostgreSQL schema.
+
+Leases live in the database and lapse with the server's clock, so a worker
+that dies has its runs taken over once its lease expires, with no cron job;
+holders keep them alive by heartbeat (:meth:`PostgresBackend.renew_all`).
+Every write carries its lease's fence and is refused once another owner took
+over. A step's write, a claim and a heartbeat are one round trip each
+(server-side functions in :mod:`.postgres_sql`). Workers are woken by
+LISTEN/NOTIFY (:meth:`PostgresBackend.listen`).
+
+Connections come from a pool; one that the server dropped (a restart,
+``pg_terminate_backend``) is replaced and the statement is tried again. A
+write whose connection broke mid-way is checked against the store before it
+is tried again, so it is applied once.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, suppress
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from ..errors import BackendError, LeaseLostError, RunNotFoundError
+from ..status import AttemptState, ErrorInfo, RunState
+from .base import (
+    AttemptRecord,
+    Lease,
+    RunRecord,
+    RunSnapshot,
+    UnitRecord,
+    WriteBatch,
+    check_batch,
+)
+from .postgres_sql import CONTRADICTION, LEASE_LOST, MIGRATIONS, SCHEMA_VERSION
+
+if TYPE_CHECKING:
+    import duckdb
+    import psycopg
+    from psycopg_pool import ConnectionPool
+
+    from ..codec import Codec
+    from ..workflow import Workflow
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+_SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,40}$")
+_RUN_COLUMNS = (
+    "run_id, workflow_name, definition_hash, state, input_json, input_digest, codec, "
+    "output_json, error_type, error_message, error_traceback, error_step, "
+    "created_epoch, updated_epoch, wake_epoch"
+)
+_ATTEMPT_COLUMNS = (
+    "run_id, step_id, task_name, attempt, state, scheduled_epoch, started_epoch, "
+    "ended_epoch, wait_before_s, owner, error_type, error_message, error_traceback"
+)
+_UNIT_COLUMNS = (
+    "run_id, unit_id, parent_id, kind, node_prefix, node_id, part, input_json, "
+    "context_json, state, wake_epoch"
+)
+_TRIES = 4
+
+
+class PostgresBackend:
+    """Runs, checkpoints, attempts, signals and the work queue in PostgreSQL.
+
+    Parameters
+    ----------
+    dsn
+        A libpq connection string or URL, e.g.
+        ``"postgresql://user@db.example/sayiir"``. It is never logged with its
+        password.
+    schema
+        The PostgreSQL schema holding the tables (created and migrated when
+        the backend opens); several projects can share a database with
+        different schemas.
+    pool_size
+        The most connections this backend opens at once. A worker raises it
+        to its concurrency plus a few.
+
+    Raises
+    ------
+    BackendError
+        If the server cannot be reached or the schema is newer than this
+        version of sayiir-nb.
+    """
+
+    leases_expire = True
+    shares_steps = True
+
+    def __init__(self, dsn: str, *, schema: str = "sayiir", pool_size: int = 8) -> None:
+        try:
+            import psycopg  # noqa: F401
+            from psycopg_pool import ConnectionPool
+        except ImportError as error:
+            raise BackendError(
+                "PostgresBackend needs psycopg 3 and psycopg_pool: "
+                "pip install 'sayiir-nb[postgres]'."
+            ) from error
+        if not _SCHEMA_NAME.match(schema):
+            raise BackendError(
+                f"schema name {schema!r} must be lower-case letters, digits and "
+                "underscores, starting with a letter or underscore."
+            )
+        self.dsn = dsn
+        self.schema = schema
+        self.channel = f"{schema}_work"
+        self._closed = False
+        self._requests: dict[str, str | None] = {}
+        self._pool: ConnectionPool = ConnectionPool(
+            dsn,
+            min_size=1,
+            max_size=max(2, pool_size),
+            kwargs={"autocommit": True},
+            open=False,
+            name=f"sayiir-{schema}",
+        )
+        try:
+            self._pool.open(wait=True, timeout=10)
+        except Exception as error:
+            self._pool.close()
+            raise BackendError(
+                f"cannot connect to PostgreSQL at {safe_dsn(dsn)}: {error}"
+            ) from None
+        try:
+            self.schema_version = self._migrate()
+        except BaseException:
+            self._pool.close()
+            raise
+
+    def __repr__(self) -> str:
+        return f"PostgresBackend({safe_dsn(self.dsn)!r}, schema={self.schema!r})"
+
+    # -- connections --------------------------------------------------------
+
+    def _sql(self, text: str) -> str:
+        return text.replace("{s}", self.schema)
+
+    def _with_conn(
+        self, use: Callable[[psycopg.Connection[Any]], T], *, retry: bool = True
+    ) -> T:
+        """Run ``use(conn)`` on a pooled connection; a connection the server
+        dropped is replaced and ``use`` tried again (if ``retry``)."""
+        import psycopg
+
+        if self._closed:
+            raise BackendError(f"{self!r} is closed.")
+        for attempt in range(1, _TRIES + 1):
+            try:
+                with self._pool.connection(timeout=30) as conn:
+                    return use(conn)
+            except psycopg.OperationalError as error:
+                if not retry or attempt == _TRIES or self._closed:
+                    raise BackendError(
+                        f"{self!r}: the connection failed ({error})."
+                    ) from error
+                logger.warning(
+                    "a PostgreSQL connection failed (%s); reconnecting",
+                    error,
+                    extra={"event": "backend.reconnect", "attempt": attempt},
+                )
+                self._pool.check()
+                time.sleep(0.05 * attempt)
+            except psycopg.Error as error:
+                raise _translate(error, self) from error
+        raise AssertionError("unreachable")
+
+    def _rows(
+        self, sql: str, params: Sequence[Any] = (), *, retry: bool = True
+    ) -> list[tuple[Any, ...]]:
+        text = self._sql(sql)
+
+        def use(conn: psycopg.Connection[Any]) -> list[tuple[Any, ...]]:
+            cursor = conn.execute(text, params)
+            return cursor.fetchall() if cursor.description else []
+
+        return self._with_conn(use, retry=retry)
+
+    def _migrate(self) -> int:
+        def use(conn: psycopg.Connection[Any]) -> int:
+            with conn.transaction():
+                conn.execute(
+                    "SELECT pg_advisory_xact_lock(hashtext(%s))",
+                    [f"sayiir-nb schema {self.schema}"],
+                )
+                conn.execute(self._sql("CREATE SCHEMA IF NOT EXISTS {s}"))
+                conn.execute(
+                    self._sql(
+                        "CREATE TABLE IF NOT EXISTS {s}.meta "
+                        "(key text PRIMARY KEY, value text NOT NULL)"
+                    )
+                )
+                row = conn.execute(
+                    self._sql("SELECT value FROM {s}.meta WHERE key = 'schema_version'")
+                ).fetchone()
+                current = int(row[0]) if row else 0
+                if current > SCHEMA_VERSION:
+                    raise BackendError(
+                        f"schema {self.schema!r} has version {current}, newer than "
+                        f"this sayiir-nb knows ({SCHEMA_VERSION}); upgrade sayiir-nb."
+                    )
+                for version, statements in MIGRATIONS:
+                    if version > current:
+                        for statement in statements:
+                            conn.execute(self._sql(statement))
+                        current = version
+                conn.execute(
+                    self._sql(
+                        "INSERT INTO {s}.meta VALUES ('schema_version', %s) "
+                        "ON CONFLICT (key) DO UPDATE SET value = excluded.value"
+                    ),
+                    [str(current)],
+                )
+                return current
+
+        return self._with_conn(use)
+
+    # -- runs ---------------------------------------------------------------
+
+    def create_run(self, record: RunRecord) -> tuple[RunRecord, bool]:
+        notify = record.state in (RunState.PENDING, RunState.WAITING)
+        rows = self._rows(
+            "WITH ins AS (INSERT INTO {s}.runs ("
+            + _RUN_COLUMNS
+            + ") VALUES ("
+            + ", ".join(["%s"] * 15)
+            + ") ON CONFLICT (run_id) DO NOTHING RETURNING run_id) "
+            "SELECT run_id, CASE WHEN %s THEN pg_notify(%s, run_id) END FROM ins",
+            [*_run_params(record), notify, self.channel],
+        )
+        if rows:
+            return record, True
+        existing = self.get_run(record.run_id)
+        if existing is None:
+            raise BackendError(
+                f"run {record.run_id!r} could neither be created nor read back."
+            )
+        return existing, False
+
+    def enqueue_workflow(
+        self,
+        workflow: str | Workflow,
+        run_id: str,
+        input: Any = None,
+        *,
+        codec: Codec | None = None,
+    ) -> str:
+        """Put a run in the queue for a worker; see :func:`sayiir_nb.enqueue`."""
+        from ..queue import enqueue
+
+        return enqueue(self, workflow, run_id, input, codec=codec)
+
+    def reset_run(self, lease: Lease, record: RunRecord) -> None:
+        params = [lease.run_id]
+
+        def use(conn: psycopg.Connection[Any]) -> None:
+            with conn.transaction():
+                found = conn.execute(
+                    self._sql(
+                        "SELECT 1 FROM {s}.leases WHERE run_id = %s AND fence = %s "
+                        "AND owner IS NOT NULL FOR SHARE"
+                    ),
+                    [lease.run_id, lease.fence],
+                ).fetchone()
+                if found is None:
+                    raise _lost(lease)
+                for table in ("attempts", "signals", "units", "runs"):
+                    conn.execute(
+                        self._sql(f"DELETE FROM {{s}}.{table} WHERE run_id = %s"),
+                        params,
+                    )
+                conn.execute(
+                    self._sql(
+                        "INSERT INTO {s}.runs ("
+                        + _RUN_COLUMNS
+                        + ") VALUES ("
+                        + ", ".join(["%s"] * 15)
+                        + ")"
+                    ),
+                    _run_params(record),
+                )
+
+        self._with_conn(use)
+
+    def get_run(self, run_id: str) -> RunRecord | None:
+        rows = self._rows(
+            "SELECT " + _RUN_COLUMNS + " FROM {s}.runs WHERE run_id = %s", [run_id]
+        )
+        return _run_from_row(rows[0]) if rows else None
+
+    def load(self, run_id: str) -> RunSnapshot | None:
+        run = self.get_run(run_id)
+        if run is None:
+            return None
+        rows = self._rows(
+            "SELECT " + _ATTEMPT_COLUMNS + ", output_json FROM {s}.attempts "
+            "WHERE run_id = %s ORDER BY coalesce(started_epoch, scheduled_epoch), "
+            "step_id, attempt",
+            [run_id],
+        )
+        checkpoints = {row[1]: row[13] for row in rows if row[13] is not None}
+        attempts = tuple(_attempt_from_row(row[:13]) for row in rows)
+        return RunSnapshot(run=run, checkpoints=checkpoints, attempts=attempts)
+
+    def attempts(self, run_id: str) -> list[AttemptRecord]:
+        rows = self._rows(
+            "SELECT " + _ATTEMPT_COLUMNS + " FROM {s}.attempts WHERE run_id = %s "
+            "ORDER BY coalesce(started_epoch, scheduled_epoch), step_id, attempt",
+            [run_id],
+        )
+        return [_attempt_from_row(row) for row in rows]
+
+    def list_runs(self) -> list[RunRecord]:
+        rows = self._rows(
+            "SELECT " + _RUN_COLUMNS + " FROM {s}.runs ORDER BY created_epoch"
+        )
+        return [_run_from_row(row) for row in rows]
+
+    # -- leases -------------------------------------------------------------
+
+    def claim(self, run_id: str, owner: str, lease_s: float) -> Lease | None:
+        rows = self._rows(
+            "SELECT fence, expires_epoch FROM {s}.claim_run(%s, %s, %s)",
+            [run_id, owner, lease_s],
+        )
+        if not rows:
+            return None
+        return Lease(
+            run_id=run_id, owner=owner, fence=rows[0][0], expires_epoch=rows[0][1]
+        )
+
+    def claim_next(self, owner: str, lease_s: float, now_epoch: float) -> Lease | None:
+        return self.claim_work(owner, lease_s, now_epoch, kinds=("run",))[0]
+
+    def claim_work(
+        self,
+        owner: str,
+        lease_s: float,
+        now_epoch: float,
+        kinds: tuple[str, ...] = ("unit", "run"),
+    ) -> tuple[Lease | None, float | None]:
+        """Claim the next runnable work (a part of a run first, then a run);
+        if there is none, return when something is due next."""
+        rows = self._rows(
+            "SELECT kind, run_id, unit_id, fence, expires_epoch, next_due_epoch "
+            "FROM {s}.claim_next(%s, %s, %s, %s)",
+            [owner, lease_s, now_epoch, ",".join(kinds)],
+        )
+        kind, run_id, unit_id, fence, expires, next_due = rows[0]
+        if kind == "none":
+            return None, next_due
+        lease = Lease(
+            run_id=run_id, owner=owner, fence=fence, expires_epoch=expires, unit=unit_id
+        )
+        return lease, None
+
+    def current_lease(self, run_id: str) -> Lease | None:
+        rows = self._rows(
+            "SELECT owner, fence, expires_epoch FROM {s}.leases WHERE run_id = %s "
+            "AND owner IS NOT NULL AND expires_epoch > {s}.now_epoch()",
+            [run_id],
+        )
+        if not rows:
+            return None
+        owner, fence, expires = rows[0]
+        return Lease(run_id=run_id, owner=owner, fence=fence, expires_epoch=expires)
+
+    def renew(self, lease: Lease, lease_s: float) -> Lease:
+        lost = self.renew_all([lease], lease_s)
+        if lost:
+            raise _lost(lease)
+        return lease
+
+    def renew_all(self, leases: Sequence[Lease], lease_s: float) -> list[Lease]:
+        """Extend every lease in one round trip; return those that were lost."""
+        if not leases:
+            return []
+        runs = [lease for lease in leases if not lease.unit]
+        units = [lease for lease in leases if lease.unit]
+        rows = self._rows(
+            "WITH r AS (UPDATE {s}.leases l SET expires_epoch = {s}.now_epoch() + %s "
+            "FROM unnest(%s::text[], %s::bigint[]) t(run_id, fence) "
+            "WHERE l.run_id = t.run_id AND l.fence = t.fence AND l.owner IS NOT NULL "
+            "RETURNING l.run_id, ''::text AS unit_id), "
+            "u AS (UPDATE {s}.units c SET expires_epoch = {s}.now_epoch() + %s "
+            "FROM unnest(%s::text[], %s::text[], %s::bigint[]) t(run_id, unit_id, "
+            "fence) WHERE c.run_id = t.run_id AND c.unit_id = t.unit_id AND "
+            "c.fence = t.fence AND c.state = 'claimed' "
+            "RETURNING c.run_id, c.unit_id) "
+            "SELECT * FROM r UNION ALL SELECT * FROM u",
+            [
+                lease_s,
+                [lease.run_id for lease in runs],
+                [lease.fence for lease in runs],
+                lease_s,
+                [lease.run_id for lease in units],
+                [lease.unit for lease in units],
+                [lease.fence for lease in units],
+            ],
+        )
+        kept = {(run_id, unit_id) for run_id, unit_id in rows}
+        return [lease for lease in leases if (lease.run_id, lease.unit) not in kept]
+
+    def release(self, lease: Lease) -> None:
+        if lease.unit:
+            self.finish_unit(lease, "ready")
+            return
+        self._rows(
+            "WITH l AS (UPDATE {s}.leases SET owner = NULL, expires_epoch = NULL "
+            "WHERE run_id = %s AND fence = %s RETURNING run_id) "
+            "SELECT pg_notify(%s, r.run_id) FROM l JOIN {s}.runs r USING (run_id) "
+            "WHERE r.state IN ('pending', 'running') OR (r.state = 'waiting' AND "
+            "r.wake_epoch <= %s)",
+            [lease.run_id, lease.fence, self.channel, time.time()],
+        )
+
+    def revoke(self, run_id: str) -> None:
+        self._rows(
+            "UPDATE {s}.leases SET owner = NULL, expires_epoch = NULL, "
+            "fence = fence + 1 WHERE run_id = %s",
+            [run_id],
+        )
+
+    def release_owners(self, prefix: str, keep: str) -> int:
+        """Void the leases of owners whose id starts with ``prefix`` except
+        ``keep`` (a worker restarted under the same id gives up what its
+        previous life held); return how many were voided."""
+        pattern = _like_prefix(prefix)
+        rows = self._rows(
+            "WITH r AS (UPDATE {s}.leases SET owner = NULL, expires_epoch = NULL "
+            "WHERE owner LIKE %s AND owner NOT LIKE %s RETURNING run_id), "
+            "u AS (UPDATE {s}.units SET state = 'ready', owner = NULL, "
+            "expires_epoch = NULL WHERE state = 'claimed' AND owner LIKE %s AND "
+            "owner NOT LIKE %s RETURNING run_id) "
+            "SELECT count(*), pg_notify(%s, 'released') FROM "
+            "(SELECT run_id FROM r UNION ALL SELECT run_id FROM u) x",
+            [pattern, _like_prefix(keep), pattern, _like_prefix(keep), self.channel],
+        )
+        return int(rows[0][0]) if rows else 0
+
+    # -- writes -------------------------------------------------------------
+
+    def write(self, lease: Lease, batch: WriteBatch) -> None:
+        import psycopg
+
+        check_batch(batch)
+        payload = json.dumps(_payload(batch), allow_nan=False)
+        sql = self._sql("SELECT {s}.write_batch(%s, %s, %s, %s::jsonb, %s)")
+        params = [lease.run_id, lease.unit, lease.fence, payload, time.time()]
+        for attempt in range(1, _TRIES + 1):
+            try:
+                with self._pool.connection(timeout=30) as conn:
+                    row = conn.execute(sql, params).fetchone()
+                self._requests[lease.run_id] = row[0] if row else None
+                return
+            except psycopg.OperationalError as error:
+                if attempt == _TRIES or self._closed:
+                    raise BackendError(
+                        f"{self!r}: the connection failed while writing run "
+                        f"{lease.run_id!r} ({error}); the write may not be stored."
+                    ) from error
+                self._pool.check()
+                time.sleep(0.05 * attempt)
+                if self._applied(lease.run_id, batch):
+                    return
+            except psycopg.Error as error:
+                raise _translate(error, self, lease) from error
+
+    def _applied(self, run_id: str, batch: WriteBatch) -> bool:
+        """Whether a batch whose connection broke was stored after all."""
+        written = (*batch.inserts, *batch.updates)
+        if not written:
+            return False
+        rows = self._rows(
+            "SELECT step_id, attempt, state FROM {s}.attempts WHERE run_id = %s "
+            "AND (step_id, attempt) IN (SELECT * FROM unnest(%s::text[], %s::int[]))",
+            [run_id, [a.step_id for a in written], [a.attempt for a in written]],
+        )
+        stored = {(step, number): state for step, number, state in rows}
+        return all(stored.get((a.step_id, a.attempt)) == a.state.value for a in written)
+
+    def requested(self, run_id: str, *, fresh: bool = False) -> RunState | None:
+        """The cancel or pause asked for a run from any process: as the last
+        write under its lease saw it, or read now if ``fresh``."""
+        if fresh or run_id not in self._requests:
+            rows = self._rows(
+                "SELECT requested FROM {s}.runs WHERE run_id = %s", [run_id]
+            )
+            self._requests[run_id] = rows[0][0] if rows else None
+        value = self._requests.get(run_id)
+        return RunState(value) if value else None
+
+    def request_control(self, run_id: str, state: RunState) -> bool:
+        """Ask whoever executes the run to cancel or pause it at its next step
+        boundary; return whether the run was still unfinished."""
+        rows = self._rows(
+            "UPDATE {s}.runs SET requested = %s WHERE run_id = %s AND state NOT IN "
+            "('completed', 'failed', 'cancelled') "
+            "RETURNING pg_notify(%s, run_id)",
+            [state.value, run_id, f"{self.schema}_control"],
+        )
+        return bool(rows)
+
+    # -- parts of runs claimed separately -------------------------------------
+
+    def publish_units(self, lease: Lease, units: Sequence[UnitRecord]) -> None:
+        """Store parts of a run for workers to claim (those stored already are
+        kept as they are)."""
+        if not units:
+            return
+        now = time.time()
+        rows = [
+            (
+                u.run_id, u.unit_id, u.parent_id, u.kind, u.node_prefix, u.node_id,
+                u.part, u.input_json, u.context_json, "ready", None, now + i * 1e-6,
+            )
+            for i, u in enumerate(units)
+        ]  # fmt: skip
+        columns = _UNIT_COLUMNS + ", created_epoch"
+
+        def use(conn: psycopg.Connection[Any]) -> None:
+            with conn.transaction():
+                _check_lease(conn, self, lease)
+                with conn.cursor() as cursor:
+                    cursor.executemany(
+                        self._sql(
+                            f"INSERT INTO {{s}}.units ({columns}) VALUES ("
+                            + ", ".join(["%s"] * 12)
+                            + ") ON CONFLICT (run_id, unit_id) DO NOTHING"
+                        ),
+                        rows,
+                    )
+                conn.execute("SELECT pg_notify(%s, %s)", [self.channel, lease.run_id])
+
+        self._with_conn(use)
+
+    def units(self, run_id: str, parent_id: str) -> list[UnitRecord]:
+        rows = self._rows(
+            "SELECT " + _UNIT_COLUMNS + " FROM {s}.units WHERE run_id = %s AND "
+            "parent_id = %s ORDER BY created_epoch",
+            [run_id, parent_id],
+        )
+        return [_unit_from_row(row) for row in rows]
+
+    def get_unit(self, run_id: str, unit_id: str) -> UnitRecord | None:
+        rows = self._rows(
+            "SELECT " + _UNIT_COLUMNS + " FROM {s}.units WHERE run_id = %s AND "
+            "unit_id = %s",
+            [run_id, unit_id],
+        )
+        return _unit_from_row(rows[0]) if rows else None
+
+    def claim_unit(
+        self, run_id: str, parent_id: str, owner: str, lease_s: float, now_epoch: float
+    ) -> Lease | None:
+        """Claim a claimable part of ``parent_id`` in run ``run_id``."""
+        rows = self._rows(
+            "UPDATE {s}.units u SET state = 'claimed', owner = %s, fence = u.fence + 1,"
+            " expires_epoch = {s}.now_epoch() + %s WHERE (u.run_id, u.unit_id) = ("
+            "SELECT c.run_id, c.unit_id FROM {s}.units c WHERE c.run_id = %s AND "
+            "c.parent_id = %s AND (c.state = 'ready' OR (c.state = 'claimed' AND "
+            "c.expires_epoch < {s}.now_epoch()) OR (c.state = 'waiting' AND "
+            "c.wake_epoch <= %s)) ORDER BY c.created_epoch LIMIT 1 "
+            "FOR UPDATE SKIP LOCKED) RETURNING u.unit_id, u.fence, u.expires_epoch",
+            [owner, lease_s, run_id, parent_id, now_epoch],
+        )
+        if not rows:
+            return None
+        unit_id, fence, expires = rows[0]
+        return Lease(
+            run_id=run_id, owner=owner, fence=fence, expires_epoch=expires, unit=unit_id
+        )
+
+    def finish_unit(
+        self, lease: Lease, state: str, wake_epoch: float | None = None
+    ) -> None:
+        """End a claim of a part: ``done``, ``failed``, ``waiting`` (until
+        ``wake_epoch``, or a signal) or ``ready`` (given back unfinished)."""
+        self._rows(
+            "WITH u AS (UPDATE {s}.units SET state = %s, wake_epoch = %s, "
+            "owner = NULL, expires_epoch = NULL WHERE run_id = %s AND unit_id = %s "
+            "AND fence = %s AND state = 'claimed' RETURNING run_id) "
+            "SELECT pg_notify(%s, run_id), pg_notify(%s, run_id) FROM u",
+            [
+                state,
+                wake_epoch,
+                lease.run_id,
+                lease.unit,
+                lease.fence,
+                self.channel,
+                f"{self.schema}_units",
+            ],
+        )
+
+    # -- signals ------------------------------------------------------------
+
+    def send_signal(self, run_id: str, name: str, payload_json: str) -> str:
+        signal_id = uuid.uuid4().hex
+        now = time.time()
+        rows = self._rows(
+            "WITH s AS (INSERT INTO {s}.signals (signal_id, run_id, name, "
+            "payload_json, sent_epoch) SELECT %s, run_id, %s, %s, %s FROM {s}.runs "
+            "WHERE run_id = %s RETURNING run_id), "
+            "r AS (UPDATE {s}.runs SET wake_epoch = %s WHERE run_id IN "
+            "(SELECT run_id FROM s) AND state = 'waiting' AND (wake_epoch IS NULL "
+            "OR wake_epoch > %s) RETURNING run_id), "
+            "u AS (UPDATE {s}.units SET wake_epoch = %s WHERE run_id IN "
+            "(SELECT run_id FROM s) AND state = 'waiting' RETURNING run_id) "
+            "SELECT run_id, pg_notify(%s, run_id), (SELECT count(*) FROM r), "
+            "(SELECT count(*) FROM u) FROM s",
+            [signal_id, name, payload_json, now, run_id, now, now, now, self.channel],
+        )
+        if not rows:
+            raise RunNotFoundError(f"no run with id {run_id!r} in {self!r}.")
+        return signal_id
+
+    def next_signal(
+        self, run_id: str, name: str, sent_before_epoch: float | None = None
+    ) -> tuple[str, str] | None:
+        rows = self._rows(
+            "SELECT signal_id, payload_json FROM {s}.signals WHERE run_id = %s AND "
+            "name = %s AND consumed_epoch IS NULL AND sent_epoch < %s "
+            "ORDER BY sent_epoch LIMIT 1",
+            [
+                run_id,
+                name,
+                float("inf") if sent_before_epoch is None else sent_before_epoch,
+            ],
+        )
+        return (rows[0][0], rows[0][1]) if rows else None
+
+    # -- task limits ----------------------------------------------------------
+
+    def acquire_slot(
+        self, task_name: str, limit: int, holder: str, lease_s: float
+    ) -> int | None:
+        """Take one of ``limit`` slots of a task; ``None`` if all are held."""
+        rows = self._rows(
+            "WITH s AS (INSERT INTO {s}.task_slots (task_name, slot) "
+            "SELECT %s, generate_series(0, %s - 1) ON CONFLICT DO NOTHING) "
+            "UPDATE {s}.task_slots t SET holder = %s, "
+            "expires_epoch = {s}.now_epoch() + %s "
+            "WHERE (t.task_name, t.slot) = (SELECT c.task_name, c.slot FROM "
+            "{s}.task_slots c WHERE c.task_name = %s AND c.slot < %s AND "
+            "(c.holder IS NULL OR c.expires_epoch < {s}.now_epoch()) "
+            "ORDER BY c.slot LIMIT 1 FOR UPDATE SKIP LOCKED) RETURNING t.slot",
+            [task_name, limit, holder, lease_s, task_name, limit],
+        )
+        return rows[0][0] if rows else None
+
+    def renew_slots(self, holder_prefix: str, lease_s: float) -> None:
+        self._rows(
+            "UPDATE {s}.task_slots SET expires_epoch = {s}.now_epoch() + %s "
+            "WHERE holder LIKE %s",
+            [lease_s, _like_prefix(holder_prefix)],
+        )
+
+    def release_slot(self, task_name: str, slot: int, holder: str) -> None:
+        self._rows(
+            "UPDATE {s}.task_slots SET holder = NULL, expires_epoch = NULL "
+            "WHERE task_name = %s AND slot = %s AND holder = %s",
+            [task_name, slot, holder],
+        )
+
+    def reserve_rate(self, task_name: str, per_second: float) -> float:
+        """Reserve the next start allowed by a rate limit of ``per_second``
+        shared by every process; return its time (epoch, the server's clock,
+        which may be in the future)."""
+        rows = self._rows(
+            "INSERT INTO {s}.task_rates AS t VALUES (%s, {s}.now_epoch() + %s) "
+            "ON CONFLICT (task_name) DO UPDATE SET next_epoch = "
+            "greatest(t.next_epoch, {s}.now_epoch()) + %s "
+            "RETURNING t.next_epoch - %s - {s}.now_epoch()",
+            [task_name, 1 / per_second, 1 / per_second, 1 / per_second],
+        )
+        return time.time() + max(0.0, rows[0][0])
+
+    # -- history ------------------------------------------------------------
+
+    @contextmanager
+    def reading(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """An in-memory DuckDB database holding a copy of the stored rows,
+        with the history views on it."""
+        import duckdb
+
+        from .memory import insert_frame
+        from .schema import migrate
+
+        runs = self._rows("SELECT " + _RUN_COLUMNS + " FROM {s}.runs")
+        attempts = self._rows(
+            "SELECT run_id, step_id, task_name, attempt, state, scheduled_epoch, "
+            "started_epoch, ended_epoch, wait_before_s, owner, output_json, "
+            "error_type, error_message, error_traceback FROM {s}.attempts"
+        )
+        signals = self._rows(
+            "SELECT run_id, signal_id, name, payload_json, sent_epoch, "
+            "consumed_epoch FROM {s}.signals"
+        )
+        conn = duckdb.connect()
+        try:
+            conn.execute("SET TimeZone = 'UTC'")
+            migrate(conn, "the PostgreSQL history")
+            insert_frame(conn, "sayiir_runs", tuple(_RUN_COLUMNS.split(", ")), runs)
+            insert_frame(
+                conn,
+                "sayiir_attempts",
+                (*tuple(_ATTEMPT_COLUMNS.split(", ")[:10]), "output_json"),
+                [row[:11] for row in attempts],
+            )
+            insert_frame(
+                conn,
+                "sayiir_attempt_errors",
+                (
+                    "run_id",
+                    "step_id",
+                    "attempt",
+                    "error_type",
+                    "error_message",
+                    "error_traceback",
+                ),
+                [
+                    (row[0], row[1], row[3], row[11], row[12] or "", row[13] or "")
+                    for row in attempts
+                    if row[11] is not None
+                ],
+            )
+            insert_frame(
+                conn,
+                "sayiir_signals",
+                (
+                    "run_id",
+                    "signal_id",
+                    "name",
+                    "payload_json",
+                    "sent_epoch",
+                    "consumed_epoch",
+                ),
+                signals,
+            )
+            yield conn
+        finally:
+            conn.close()
+
+    def delete_runs(self, run_ids: list[str], *, updated_before_epoch: float) -> int:
+        if not run_ids:
+            return 0
+
+        def use(conn: psycopg.Connection[Any]) -> int:
+            with conn.transaction():
+                rows = conn.execute(
+                    self._sql(
+                        "DELETE FROM {s}.runs r WHERE run_id = ANY(%s) AND state IN "
+                        "('completed', 'failed', 'cancelled') AND updated_epoch <= %s "
+                        "AND NOT EXISTS (SELECT 1 FROM {s}.leases l WHERE "
+                        "l.run_id = r.run_id AND l.owner IS NOT NULL AND "
+                        "l.expires_epoch > {s}.now_epoch()) RETURNING run_id"
+                    ),
+                    [run_ids, updated_before_epoch],
+                ).fetchall()
+                chosen = [row[0] for row in rows]
+                for table in ("attempts", "signals", "units", "leases"):
+                    conn.execute(
+                        self._sql(f"DELETE FROM {{s}}.{table} WHERE run_id = ANY(%s)"),
+                        [chosen],
+                    )
+                return len(chosen)
+
+        return self._with_conn(use)
+
+    # -- wake-ups -----------------------------------------------------------
+
+    def listen(self) -> PgListener:
+        """A listener woken when work is enqueued or becomes claimable, a
+        part of a run ends, or a run is asked to stop; see :class:`PgListener`."""
+        return PgListener(self)
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """Run one SQL statement (``{s}`` stands for the schema), for tests and
+        tooling; returns its rows."""
+        return self._rows(sql, params)
+
+    def ensure_pool(self, size: int) -> None:
+        """Allow at least ``size`` connections at once."""
+        if self._pool.max_size < size:
+            self._pool.resize(self._pool.min_size, size)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._pool.close()
+
+    def __enter__(self) -> PostgresBackend:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class PgListener:
+    """LISTEN on the backend's channels from a connection of its own.
+
+    A thread reads notifications and wakes :meth:`wait`; if the connection
+    drops it is opened again (and waiters are woken, since notifications may
+    have been missed meanwhile). ``wait`` always returns by its timeout, so
+    polling remains the fallback.
+    """
+
+    def __init__(self, backend: PostgresBackend) -> None:
+        self.backend = backend
+        self.channels = tuple(
+            f"{backend.schema}_{name}" for name in ("work", "units", "control")
+        )
+        self._cond = threading.Condition()
+        self._events = 0
+        self._controls: set[str] = set()
+        self._stop = threading.Event()
+        self._conn: psycopg.Connection[Any] | None = None
+        self.connected = threading.Event()
+        self._thread = threading.Thread(
+            target=self._loop, name=f"sayiir-listen-{backend.schema}", daemon=True
+        )
+        self._thread.start()
+
+    def wait(self, timeout_s: float, seen: int) -> int:
+        """Wait up to ``timeout_s`` for a notification after event ``seen``;
+        return the current event count."""
+        with self._cond:
+            if self._events == seen:
+                self._cond.wait(timeout_s)
+            return self._events
+
+    @property
+    def events(self) -> int:
+        return self._events
+
+    def take_controls(self) -> set[str]:
+        """Run ids that were asked to stop since the last call."""
+        with self._cond:
+            found, self._controls = self._controls, set()
+            return found
+
+    def _wake(self, control: str | None = None) -> None:
+        with self._cond:
+            self._events += 1
+            if control is not None:
+                self._controls.add(control)
+            self._cond.notify_all()
+
+    def _loop(self) -> None:
+        import psycopg
+
+        delay = 0.1
+        while not self._stop.is_set():
+            try:
+                conn = psycopg.connect(self.backend.dsn, autocommit=True)
+            except psycopg.Error as error:
+                logger.warning(
+                    "cannot open the listening connection (%s); retrying",
+                    error,
+                    extra={"event": "listener.reconnect"},
+                )
+                self._stop.wait(delay)
+                delay = min(delay * 2, 5.0)
+                continue
+            self._conn = conn
+            try:
+                for channel in self.channels:
+                    conn.execute(f'LISTEN "{channel}"')
+                delay = 0.1
+                self.connected.set()
+                self._wake()  # notifications may have been missed meanwhile
+                while not self._stop.is_set():
+                    for note in conn.notifies(timeout=0.5):
+                        control = (
+                            note.payload if note.channel.endswith("_control") else None
+                        )
+                        self._wake(control)
+            except psycopg.Error as error:
+                if not self._stop.is_set():
+                    logger.warning(
+                        "the listening connection failed (%s); reconnecting",
+                        error,
+                        extra={"event": "listener.reconnect"},
+                    )
+            finally:
+                self.connected.clear()
+                self._conn = None
+                with _suppressed():
+                    conn.close()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+
+@contextmanager
+def _suppressed() -> Iterator[None]:
+    with suppress(Exception):
+        yield
+
+
+def safe_dsn(dsn: str) -> str:
+    """``dsn`` with any password replaced by ``***``."""
+    masked = re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", dsn)
+    return re.sub(r"(password\s*=\s*)(\S+)", r"\1***", masked, flags=re.I)
+
+
+def _like_prefix(prefix: str) -> str:
+    escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return escaped + "%"
+
+
+def _check_lease(
+    conn: psycopg.Connection[Any], backend: PostgresBackend, lease: Lease
+) -> None:
+    if lease.unit:
+        sql = (
+            "SELECT 1 FROM {s}.units WHERE run_id = %s AND unit_id = %s AND "
+            "fence = %s AND state = 'claimed' FOR SHARE"
+        )
+        params: list[Any] = [lease.run_id, lease.unit, lease.fence]
+    else:
+        sql = (
+            "SELECT 1 FROM {s}.leases WHERE run_id = %s AND fence = %s AND "
+            "owner IS NOT NULL FOR SHARE"
+        )
+        params = [lease.run_id, lease.fence]
+    if conn.execute(backend._sql(sql), params).fetchone() is None:
+        raise _lost(lease)
+
+
+def _lost(lease: Lease) -> LeaseLostError:
+    what = f"part {lease.unit!r} of run" if lease.unit else "run"
+    return LeaseLostError(
+        f"{what} {lease.run_id!r}: the lease of {lease.owner!r} (fence "
+        f"{lease.fence}) is no longer current; another owner has it."
+    )
+
+
+def _translate(
+    error: Exception, backend: PostgresBackend, lease: Lease | None = None
+) -> Exception:
+    state = getattr(error, "sqlstate", None)
+    if state == LEASE_LOST and lease is not None:
+        return _lost(lease)
+    message = getattr(getattr(error, "diag", None), "message_primary", None) or error
+    if state in (CONTRADICTION, "23505"):
+        return BackendError(f"{message}; nothing was written.")
+    return BackendError(f"{backend!r}: {message}")
+
+
+def _payload(batch: WriteBatch) -> dict[str, Any]:
+    point = batch.checkpoint
+
+    def row(a: AttemptRecord) -> dict[str, Any]:
+        is_point = (
+            point is not None
+            and point.step_id == a.step_id
+            and a.state is AttemptState.SUCCEEDED
+        )
+        error = a.error
+        return {
+            "run_id": a.run_id,
+            "step_id": a.step_id,
+            "task_name": a.task_name,
+            "attempt": a.attempt,
+            "state": a.state.value,
+            "scheduled_epoch": _finite(a.scheduled_epoch),
+            "started_epoch": _finite(a.started_epoch),
+            "ended_epoch": _finite(a.ended_epoch),
+            "wait_before_s": a.wait_before_s,
+            "owner": a.owner,
+            "output_json": point.output_json if is_point and point else None,
+            "error_type": error.type if error else None,
+            "error_message": error.message if error else None,
+            "error_traceback": error.traceback if error else None,
+        }
+
+    run = None
+    if batch.run is not None:
+        update = batch.run
+        error = update.error
+        run = {
+            "state": update.state.value,
+            "output_json": update.output_json,
+            "error_type": error.type if error else None,
+            "error_message": error.message if error else None,
+            "error_traceback": error.traceback if error else None,
+            "error_step": error.step_id if error else None,
+            "wake_epoch": _finite(update.wake_epoch),
+        }
+    return {
+        "inserts": [row(a) for a in batch.inserts],
+        "updates": [row(a) for a in batch.updates],
+        "checkpoint": {"step_id": point.step_id} if point else None,
+        "run": run,
+        "consume_signal": batch.consume_signal,
+    }
+
+
+def _finite(value: float | None) -> float | None:
+    if value is None or value != value or value in (float("inf"), float("-inf")):
+        return None
+    return value
+
+
+def _run_params(r: RunRecord) -> list[Any]:
+    error = r.error
+    return [
+        r.run_id,
+        r.workflow_name,
+        r.definition_hash,
+        r.state.value,
+        r.input_json,
+        r.input_digest,
+        r.codec,
+        r.output_json,
+        error.type if error else None,
+        error.message if error else None,
+        error.traceback if error else None,
+        error.step_id if error else None,
+        r.created_epoch,
+        r.updated_epoch,
+        _finite(r.wake_epoch),
+    ]
+
+
+def _run_from_row(row: tuple[Any, ...]) -> RunRecord:
+    (
+        run_id, workflow, definition, state, input_json, digest, codec, output,
+        error_type, error_message, error_traceback, error_step, created, updated,
+        wake,
+    ) = row  # fmt: skip
+    error = None
+    if error_type is not None:
+        error = ErrorInfo(
+            type=error_type,
+            message=error_message or "",
+            traceback=error_traceback or "",
+            step_id=error_step,
+        )
+    return RunRecord(
+        run_id=run_id,
+        workflow_name=workflow,
+        definition_hash=definition,
+        state=RunState(state),
+        input_json=input_json,
+        input_digest=digest,
+        codec=codec,
+        output_json=output,
+        error=error,
+        created_epoch=created,
+        updated_epoch=updated,
+        wake_epoch=wake,
+    )
+
+
+def _attempt_from_row(row: tuple[Any, ...]) -> AttemptRecord:
+    (
+        run_id, step_id, task_name, attempt, state, scheduled, started, ended,
+        wait_s, owner, error_type, error_message, error_traceback,
+    ) = row  # fmt: skip
+    error = None
+    if error_type is not None:
+        error = ErrorInfo(
+            type=error_type,
+            message=error_message or "",
+            traceback=error_traceback or "",
+            step_id=step_id,
+        )
+    return AttemptRecord(
+        run_id=run_id,
+        step_id=step_id,
+        task_name=task_name,
+        attempt=attempt,
+        state=AttemptState(state),
+        scheduled_epoch=scheduled,
+        started_epoch=started,
+        ended_epoch=ended,
+        wait_before_s=wait_s,
+        error=error,
+        owner=owner,
+    )
+
+
+def _unit_from_row(row: tuple[Any, ...]) -> UnitRecord:
+    (
+        run_id, unit_id, parent_id, kind, node_prefix, node_id, part, input_json,
+        context_json, state, wake,
+    ) = row  # fmt: skip
+    return UnitRecord(
+        run_id=run_id,
+        unit_id=unit_id,
+        parent_id=parent_id,
+        kind=kind,
+        node_prefix=node_prefix,
+        node_id=node_id,
+        part=part,
+        input_json=input_json,
+        context_json=context_json,
+        state=state,
+        wake_epoch=wake,
+    )

@@ -1,0 +1,288 @@
+"""The PostgreSQL dialect: the schema's migrations and the server-side
+functions that make a step's write, a claim and a heartbeat one round trip
+each.
+
+Everything lives in one PostgreSQL schema (``sayiir`` by default), written
+here as ``{s}``. Times are epoch seconds; lease expiry is judged by the
+server's clock (``{s}.now_epoch()``), so workers on several machines agree on
+it. Errors raised on purpose carry their own SQLSTATE: ``SN001`` for a lease
+that is no longer current, ``SN002`` for a batch that contradicts the store.
+"""
+
+from __future__ import annotations
+
+LEASE_LOST = "SN001"
+CONTRADICTION = "SN002"
+
+TABLES = """
+CREATE TABLE {s}.runs (
+    run_id text PRIMARY KEY,
+    workflow_name text NOT NULL,
+    definition_hash text NOT NULL,
+    state text NOT NULL,
+    input_json text NOT NULL,
+    input_digest text NOT NULL,
+    codec text NOT NULL,
+    output_json text,
+    error_type text,
+    error_message text,
+    error_traceback text,
+    error_step text,
+    created_epoch double precision NOT NULL,
+    updated_epoch double precision NOT NULL,
+    wake_epoch double precision,
+    requested text
+);
+CREATE INDEX runs_queue ON {s}.runs (coalesce(wake_epoch, 0), created_epoch)
+    WHERE state IN ('pending', 'running', 'waiting');
+
+CREATE TABLE {s}.leases (
+    run_id text PRIMARY KEY,
+    owner text,
+    fence bigint NOT NULL,
+    expires_epoch double precision
+);
+
+CREATE TABLE {s}.attempts (
+    run_id text NOT NULL,
+    step_id text NOT NULL,
+    task_name text NOT NULL,
+    attempt integer NOT NULL,
+    state text NOT NULL,
+    scheduled_epoch double precision,
+    started_epoch double precision,
+    ended_epoch double precision,
+    wait_before_s double precision NOT NULL,
+    owner text NOT NULL,
+    output_json text,
+    error_type text,
+    error_message text,
+    error_traceback text,
+    PRIMARY KEY (run_id, step_id, attempt)
+);
+
+CREATE TABLE {s}.signals (
+    signal_id text PRIMARY KEY,
+    run_id text NOT NULL,
+    name text NOT NULL,
+    payload_json text NOT NULL,
+    sent_epoch double precision NOT NULL,
+    consumed_epoch double precision
+);
+CREATE INDEX signals_open ON {s}.signals (run_id, name, sent_epoch)
+    WHERE consumed_epoch IS NULL;
+
+-- The parts of a run that workers claim one by one: the branches of a
+-- parallel and the items of a fan-out. The run's own lease is in leases.
+CREATE TABLE {s}.units (
+    run_id text NOT NULL,
+    unit_id text NOT NULL,
+    parent_id text NOT NULL,
+    kind text NOT NULL,
+    node_prefix text NOT NULL,
+    node_id text NOT NULL,
+    part text NOT NULL,
+    input_json text NOT NULL,
+    context_json text,
+    state text NOT NULL,
+    wake_epoch double precision,
+    owner text,
+    fence bigint NOT NULL DEFAULT 0,
+    expires_epoch double precision,
+    created_epoch double precision NOT NULL,
+    PRIMARY KEY (run_id, unit_id)
+);
+CREATE INDEX units_open ON {s}.units (created_epoch)
+    WHERE state IN ('ready', 'claimed', 'waiting');
+
+-- Task limits shared by every worker: slots for a concurrency limit, the
+-- next free time for a rate limit.
+CREATE TABLE {s}.task_slots (
+    task_name text NOT NULL,
+    slot integer NOT NULL,
+    holder text,
+    expires_epoch double precision,
+    PRIMARY KEY (task_name, slot)
+);
+CREATE TABLE {s}.task_rates (
+    task_name text PRIMARY KEY,
+    next_epoch double precision NOT NULL
+);
+"""
+
+FUNCTIONS = """
+CREATE OR REPLACE FUNCTION {s}.now_epoch() RETURNS double precision
+LANGUAGE sql VOLATILE AS $$ SELECT extract(epoch FROM clock_timestamp())::float8 $$;
+
+-- Apply one write batch if the lease (run_id, unit_id, fence) is current.
+-- Returns the control request stored for the run (cancelled, paused) or NULL.
+CREATE OR REPLACE FUNCTION {s}.write_batch(
+    p_run text, p_unit text, p_fence bigint, p jsonb, p_now double precision
+) RETURNS text LANGUAGE plpgsql AS $$
+DECLARE
+    v_requested text;
+    v_point text := p->'checkpoint'->>'step_id';
+    a jsonb;
+BEGIN
+    IF p_unit = '' THEN
+        PERFORM 1 FROM {s}.leases
+            WHERE run_id = p_run AND fence = p_fence AND owner IS NOT NULL FOR SHARE;
+    ELSE
+        PERFORM 1 FROM {s}.units
+            WHERE run_id = p_run AND unit_id = p_unit AND fence = p_fence
+            AND state = 'claimed' FOR SHARE;
+    END IF;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'the lease (fence %) of run % is no longer current',
+            p_fence, p_run USING ERRCODE = 'SN001';
+    END IF;
+
+    IF v_point IS NOT NULL AND EXISTS (
+        SELECT 1 FROM {s}.attempts WHERE run_id = p_run AND step_id = v_point
+        AND output_json IS NOT NULL
+    ) THEN
+        RAISE EXCEPTION 'run % already has a checkpoint for step %', p_run, v_point
+            USING ERRCODE = 'SN002';
+    END IF;
+
+    INSERT INTO {s}.attempts
+    SELECT * FROM jsonb_populate_recordset(NULL::{s}.attempts, p->'inserts');
+
+    FOR a IN SELECT * FROM jsonb_array_elements(p->'updates') LOOP
+        UPDATE {s}.attempts SET
+            state = a->>'state',
+            scheduled_epoch = (a->>'scheduled_epoch')::float8,
+            started_epoch = (a->>'started_epoch')::float8,
+            ended_epoch = (a->>'ended_epoch')::float8,
+            wait_before_s = (a->>'wait_before_s')::float8,
+            owner = a->>'owner',
+            output_json = a->>'output_json',
+            error_type = a->>'error_type',
+            error_message = a->>'error_message',
+            error_traceback = a->>'error_traceback'
+        WHERE run_id = p_run AND step_id = a->>'step_id'
+            AND attempt = (a->>'attempt')::int;
+        IF NOT FOUND THEN
+            RAISE EXCEPTION 'run %: attempt % of step % is not stored',
+                p_run, a->>'attempt', a->>'step_id' USING ERRCODE = 'SN002';
+        END IF;
+    END LOOP;
+
+    IF p->'consume_signal' IS NOT NULL AND jsonb_typeof(p->'consume_signal') <> 'null'
+    THEN
+        UPDATE {s}.signals SET consumed_epoch = p_now
+            WHERE run_id = p_run AND signal_id = p->>'consume_signal'
+            AND consumed_epoch IS NULL;
+        IF NOT FOUND THEN
+            RAISE EXCEPTION 'run %: signal % was consumed already',
+                p_run, p->>'consume_signal' USING ERRCODE = 'SN002';
+        END IF;
+    END IF;
+
+    IF jsonb_typeof(p->'run') = 'object' THEN
+        UPDATE {s}.runs SET
+            state = p->'run'->>'state',
+            output_json = p->'run'->>'output_json',
+            error_type = p->'run'->>'error_type',
+            error_message = p->'run'->>'error_message',
+            error_traceback = p->'run'->>'error_traceback',
+            error_step = p->'run'->>'error_step',
+            wake_epoch = (p->'run'->>'wake_epoch')::float8,
+            updated_epoch = p_now,
+            requested = CASE WHEN p->'run'->>'state' IN ('running', 'waiting')
+                THEN requested END
+        WHERE run_id = p_run
+        RETURNING requested INTO v_requested;
+        IF p->'run'->>'state' IN ('pending', 'waiting') THEN
+            PERFORM pg_notify('{s}_work', p_run);
+        END IF;
+        PERFORM pg_notify('{s}_runs', p_run);
+    ELSE
+        SELECT requested INTO v_requested FROM {s}.runs WHERE run_id = p_run;
+    END IF;
+    RETURN v_requested;
+END $$;
+
+-- Take the lease of one run if nobody holds a live one.
+CREATE OR REPLACE FUNCTION {s}.claim_run(p_run text, p_owner text, p_lease float8)
+RETURNS TABLE (fence bigint, expires_epoch float8) LANGUAGE sql AS $$
+    INSERT INTO {s}.leases AS l VALUES (
+        p_run, p_owner, 1, {s}.now_epoch() + p_lease)
+    ON CONFLICT (run_id) DO UPDATE SET
+        owner = excluded.owner, fence = l.fence + 1,
+        expires_epoch = excluded.expires_epoch
+    WHERE l.owner IS NULL OR l.expires_epoch < {s}.now_epoch()
+    RETURNING l.fence, l.expires_epoch
+$$;
+
+-- Claim the next runnable work: a part of a running run first (it helps a
+-- run that is already under way), else a run that is pending, due or whose
+-- owner's lease lapsed. kind is 'unit', 'run' or 'none'; for 'none',
+-- next_due_epoch says when something is due next (NULL: nothing planned).
+CREATE OR REPLACE FUNCTION {s}.claim_next(
+    p_owner text, p_lease float8, p_now float8, p_kinds text
+) RETURNS TABLE (
+    kind text, run_id text, unit_id text, fence bigint, expires_epoch float8,
+    next_due_epoch float8
+) LANGUAGE plpgsql AS $$
+DECLARE
+    v_now float8 := {s}.now_epoch();
+    v_run text;
+    v_unit text;
+    v_fence bigint;
+BEGIN
+    IF position('unit' in p_kinds) > 0 THEN
+        UPDATE {s}.units u SET state = 'claimed', owner = p_owner,
+            fence = u.fence + 1, expires_epoch = v_now + p_lease
+        WHERE (u.run_id, u.unit_id) = (
+            SELECT c.run_id, c.unit_id FROM {s}.units c
+            JOIN {s}.runs r ON r.run_id = c.run_id AND r.state = 'running'
+            WHERE c.state = 'ready'
+               OR (c.state = 'claimed' AND c.expires_epoch < v_now)
+               OR (c.state = 'waiting' AND c.wake_epoch <= p_now)
+            ORDER BY c.created_epoch LIMIT 1
+            FOR UPDATE OF c SKIP LOCKED)
+        RETURNING u.run_id, u.unit_id, u.fence INTO v_run, v_unit, v_fence;
+        IF FOUND THEN
+            RETURN QUERY SELECT 'unit'::text, v_run, v_unit, v_fence,
+                v_now + p_lease, NULL::float8;
+            RETURN;
+        END IF;
+    END IF;
+
+    IF position('run' in p_kinds) > 0 THEN
+        FOR v_run IN
+            SELECT r.run_id FROM {s}.runs r
+            LEFT JOIN {s}.leases l ON l.run_id = r.run_id
+            WHERE r.state IN ('pending', 'running', 'waiting')
+              AND (l.owner IS NULL OR l.expires_epoch < v_now)
+              AND (CASE WHEN r.state = 'waiting' THEN r.wake_epoch <= p_now
+                   ELSE coalesce(r.wake_epoch, 0) <= p_now END)
+            ORDER BY coalesce(r.wake_epoch, 0), r.created_epoch
+            LIMIT 4
+            FOR UPDATE OF r SKIP LOCKED
+        LOOP
+            SELECT c.fence INTO v_fence FROM {s}.claim_run(v_run, p_owner, p_lease) c;
+            IF v_fence IS NOT NULL THEN
+                RETURN QUERY SELECT 'run'::text, v_run, ''::text, v_fence,
+                    v_now + p_lease, NULL::float8;
+                RETURN;
+            END IF;
+        END LOOP;
+    END IF;
+
+    RETURN QUERY SELECT 'none'::text, NULL::text, NULL::text, NULL::bigint,
+        NULL::float8, least(
+            (SELECT min(r.wake_epoch) FROM {s}.runs r WHERE r.state = 'waiting'),
+            (SELECT min(c.wake_epoch) FROM {s}.units c WHERE c.state = 'waiting'),
+            (SELECT min(l.expires_epoch) FROM {s}.leases l WHERE l.owner IS NOT NULL)
+                - v_now + p_now,
+            (SELECT min(c.expires_epoch) FROM {s}.units c WHERE c.state = 'claimed')
+                - v_now + p_now
+        );
+END $$;
+"""
+
+# (version, statements): never edit a released migration; add a new one.
+MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = ((1, (TABLES, FUNCTIONS)),)
+SCHEMA_VERSION = MIGRATIONS[-1][0]
