@@ -65,6 +65,14 @@ async def _run(ex: RunExecution, node: Node, scope: Scope, value: Any) -> Any:
 
 
 async def _parallel(ex: RunExecution, node: Parallel, scope: Scope, value: Any) -> Any:
+    if ex.shared is not None:
+        # other workers take the branches; then the join below reads their
+        # checkpoints (and raises a branch's failure)
+        from .units import branch_units
+
+        parent, units = branch_units(ex, node, scope, value)
+        await ex.shared.settle(ex, parent, units)
+        ex.reload()
     base = f"{scope.prefix}{node.node_id}/"
     runs = [
         ex.chain(chain, scope.inner(f"{base}{name}/", concurrent=True), value)
@@ -136,6 +144,12 @@ async def _fan_out(ex: RunExecution, node: FanOut, scope: Scope, value: Any) -> 
                 step_id=step_id,
             )
         )
+    if ex.shared is not None and items:
+        from .units import item_units
+
+        parent, units = item_units(ex, node, scope, items)
+        await ex.shared.settle(ex, parent, units)
+        ex.reload()
     gate = asyncio.Semaphore(node.concurrency)
     inner = scope.inner(scope.prefix, concurrent=True)
     step = Step(step_id=node.node_id, task=node.task)

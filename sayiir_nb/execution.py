@@ -19,7 +19,7 @@ import logging
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .attempt import invoke, log_attempt_end, log_attempt_start, log_extra, log_retry
 from .backends.base import (
@@ -36,9 +36,13 @@ from .codec import Codec
 from .errors import CodecError
 from .events import Observers, RunEvent
 from .interrupt import STOP
+from .limits import limited
 from .nodes import Node, Step
 from .status import AttemptState, ErrorInfo, RunState
 from .workflow import RunContext, Workflow
+
+if TYPE_CHECKING:
+    from .units import SharedSteps
 
 logger = logging.getLogger(__name__)
 
@@ -199,6 +203,14 @@ class RunExecution:
     inline_wait_s
         Delays and signal waits shorter than this wait in the process; longer
         ones end the call with a ``waiting`` run.
+    park_after_s
+        A retry whose backoff is longer than this ends the call with a
+        ``waiting`` run instead of waiting in the process (``None``: always
+        wait); workers use it so that a backoff does not hold a slot.
+    shared
+        Set by workers on a backend that shares steps between processes: the
+        branches of a parallel and the items of a fan-out are then claimed by
+        workers one by one instead of running here.
     """
 
     def __init__(
@@ -213,6 +225,8 @@ class RunExecution:
         control: Callable[[], RunState | None] = lambda: None,
         inline_wait_s: float = 2.0,
         observers: Observers | None = None,
+        park_after_s: float | None = None,
+        shared: SharedSteps | None = None,
     ) -> None:
         self.backend = backend
         self.codec = codec
@@ -224,6 +238,8 @@ class RunExecution:
         self.control = control
         self.inline_wait_s = inline_wait_s
         self.observers = observers or Observers()
+        self.park_after_s = park_after_s
+        self.shared = shared
         self.outputs = _LazyOutputs(codec)
         for step_id, encoded in snapshot.checkpoints.items():
             self.outputs.add(step_id, encoded)
@@ -236,6 +252,20 @@ class RunExecution:
         self._attempts = {(a.step_id, a.attempt): a for a in snapshot.attempts}
         self._stop = STOP.get()
         self._completed = False
+
+    def reload(self) -> None:
+        """Read the run's checkpoints and attempts again (after other workers
+        ran parts of it)."""
+        snapshot = self.backend.load(self.run_id)
+        if snapshot is None:
+            return
+        for step_id, encoded in snapshot.checkpoints.items():
+            if step_id not in self.outputs:
+                self.outputs.add(step_id, encoded)
+        self.history = {}
+        for attempt in sorted(snapshot.attempts, key=lambda a: a.attempt):
+            self.history.setdefault(attempt.step_id, []).append(attempt)
+        self._attempts = {(a.step_id, a.attempt): a for a in snapshot.attempts}
 
     def value_of(self, value: Any) -> Any:
         """The value itself: a copy of a stored output or of the run's input."""
@@ -409,7 +439,10 @@ class RunExecution:
                 return start, False
             self.write(WriteBatch(inserts=(start,)))
             return start, True
-        await self.sleep_until(pending.scheduled_epoch or 0)
+        due = pending.scheduled_epoch or 0
+        if self.park_after_s is not None and due - time.time() > self.park_after_s:
+            raise RunWaiting(due)
+        await self.sleep_until(due)
         start = replace(pending, state=AttemptState.RUNNING, started_epoch=time.time())
         self.write(WriteBatch(updates=(start,)))
         return start, True
@@ -466,9 +499,10 @@ class RunExecution:
         )
         token = _CONTEXT.set(ctx)
         try:
-            result = await invoke(
-                step.task, step_id, value, ctx, in_thread=scope.concurrent
-            )
+            async with limited(self.backend, step.task, self.owner):
+                result = await invoke(
+                    step.task, step_id, value, ctx, in_thread=scope.concurrent
+                )
             return _Outcome(value=result)
         except TimeoutError as error:
             return _Outcome(

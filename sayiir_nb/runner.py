@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import itertools
 import json
 import logging
@@ -28,26 +27,26 @@ from .backends.base import (
 from .codec import Codec, JsonCodec
 from .duration import Duration, to_seconds
 from .errors import (
-    CodecError,
     DefinitionError,
     DefinitionMismatchError,
-    InputMismatchError,
     LeaseLostError,
     RunBusyError,
     RunFinishedError,
-    RunIdError,
     RunNotFoundError,
 )
 from .events import Observer, Observers, RunEvent
+from .heartbeat import Heartbeat
 
 if TYPE_CHECKING:
     from .live import RunView
+    from .units import SharedSteps
 from .execution import RunExecution
 from .interrupt import has_running_loop, run_here, run_in_thread
 from .nodes import Route
+from .queue import check_compatible, check_run_id, encode_value, input_digest
 from .recovery import LOST_INTERRUPT, lost_attempts
 from .registry import WorkflowRegistry
-from .status import AttemptState, RunState, StepStatus, WorkflowStatus
+from .status import AttemptState, ErrorInfo, RunState, StepStatus, WorkflowStatus
 from .workflow import Workflow, walk
 
 if TYPE_CHECKING:
@@ -56,6 +55,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 DEFAULT_STORE = "sayiir_nb.duckdb"
+_LEASE_S = 30.0
+_QUEUED = (RunState.PENDING, RunState.RUNNING, RunState.WAITING)
 STORE_ENV = "SAYIIR_NB_STORE"
 
 
@@ -119,6 +120,7 @@ class CheckpointingRunner:
         self._active: dict[
             str, tuple[asyncio.AbstractEventLoop, asyncio.Task[Any] | None]
         ] = {}
+        self._beat: Heartbeat | None = None
 
     def __repr__(self) -> str:
         return f"CheckpointingRunner({self.backend!r})"
@@ -177,7 +179,7 @@ class CheckpointingRunner:
         stderr elsewhere; return what stops the progress lines."""
         from .live import TextProgress, in_notebook
 
-        _check_run_id(run_id)
+        check_run_id(run_id)
         self.workflows.register(workflow)
         if in_notebook():
             from IPython.display import display
@@ -223,15 +225,17 @@ class CheckpointingRunner:
                 return await self.arun(workflow, run_id, input, restart=restart)
             finally:
                 shown()
-        _check_run_id(run_id)
+        check_run_id(run_id)
         self.workflows.register(workflow)
         input_json = self._encode(input, f"the input of run {run_id!r}", "input")
-        digest = _digest(input_json)
+        digest = input_digest(input_json)
         record = self._new_record(workflow, run_id, input_json, digest)
 
         # The lease comes first: whoever holds it is the only caller that may
         # create, resume or execute the run.
         lease = await self._claim(run_id)
+        beating = self._heartbeat().holding(lease)
+        beating.__enter__()
         try:
             created = False
             if not restart:
@@ -251,6 +255,7 @@ class CheckpointingRunner:
             )
             return self._status(run_id, workflow)
         finally:
+            beating.__exit__(None, None, None)
             self.backend.release(lease)
 
     def status(self, run_id: str) -> WorkflowStatus:
@@ -348,6 +353,12 @@ class CheckpointingRunner:
             if wanted is RunState.CANCELLED and task is not None:
                 loop.call_soon_threadsafe(task.cancel)
             return self.status(run_id)
+        ask = getattr(self.backend, "request_control", None)
+        if ask is not None and self.backend.current_lease(run_id) is not None:
+            # executed elsewhere (a worker, another kernel): it stops at its
+            # next step boundary
+            ask(run_id, wanted)
+            return self.status(run_id)
         self._write_state(run_id, RunUpdate(state=wanted))
         if self.observers:
             self.observers.emit(
@@ -367,7 +378,9 @@ class CheckpointingRunner:
         deadline = time.monotonic() + 10
         lease = None
         while lease is None:
-            lease = self.backend.claim(run_id, f"{self.owner}/control", lease_s=30.0)
+            lease = self.backend.claim(
+                run_id, f"{self.owner}/control", lease_s=_LEASE_S
+            )
             if lease is None:
                 if time.monotonic() > deadline:
                     raise RunBusyError(
@@ -414,6 +427,8 @@ class CheckpointingRunner:
 
     def close(self) -> None:
         """Close the backend (releases the DuckDB file for other processes)."""
+        if self._beat is not None:
+            self._beat.stop()
         self.backend.close()
 
     def __enter__(self) -> CheckpointingRunner:
@@ -432,10 +447,106 @@ class CheckpointingRunner:
     ) -> WorkflowStatus:
         """Execute the run under ``lease``; ``fresh`` when this call just
         created it (nothing to load)."""
-        run_id = lease.run_id
         snapshot = RunSnapshot(run=record)
         if not fresh:
             snapshot = self._prepare(workflow, lease, record, restart)
+        return await self._execute(workflow, lease, snapshot)
+
+    async def execute_leased(
+        self,
+        workflow: Workflow,
+        lease: Lease,
+        *,
+        control: Callable[[], RunState | None] | None = None,
+        inline_wait_s: float | None = None,
+        shared: SharedSteps | None = None,
+    ) -> WorkflowStatus | None:
+        """Resume a run whose lease a worker claimed from the queue; ``None``
+        if there is nothing to do for it.
+
+        Parameters
+        ----------
+        control
+            Returns a cancel, a pause or ``PENDING`` (hand the run back to the
+            queue) when asked; checked at every step boundary.
+        inline_wait_s
+            Delays, signal waits and retry backoffs longer than this end the
+            call with a waiting run (which the queue hands out when due).
+        shared
+            Share the run's branches and fan-out items with other workers.
+        """
+        snapshot = self.backend.load(lease.run_id)
+        if snapshot is None or snapshot.run.state not in _QUEUED:
+            return None
+        run = snapshot.run
+        if run.definition_hash and run.definition_hash != workflow.definition_hash:
+            self._fail_queued(
+                lease,
+                snapshot,
+                DefinitionMismatchError(
+                    f"run {run.run_id!r} was started with definition "
+                    f"{run.definition_hash[:12]} of workflow {workflow.name!r}, but "
+                    f"this worker has definition {workflow.definition_hash[:12]}. Run "
+                    "workers with the same code, or start the run over with "
+                    "restart=True."
+                ),
+            )
+            return self._status(run.run_id, workflow)
+        resume = lost_attempts(snapshot, workflow)
+        self.backend.write(
+            lease, replace(resume, run=RunUpdate(state=RunState.RUNNING))
+        )
+        snapshot = self.backend.load(lease.run_id) or snapshot
+        return await self._execute(
+            workflow,
+            lease,
+            snapshot,
+            control=control,
+            inline_wait_s=inline_wait_s,
+            shared=shared,
+        )
+
+    def _fail_queued(
+        self, lease: Lease, snapshot: RunSnapshot, error: Exception
+    ) -> None:
+        """Fail a queued run that this process cannot execute, saying why."""
+        info = ErrorInfo.from_exception(error)
+        logger.error(
+            "run %s cannot be executed here: %s",
+            lease.run_id,
+            error,
+            extra={"event": "run.refused", "run_id": lease.run_id},
+        )
+        self.backend.write(
+            lease, WriteBatch(run=RunUpdate(state=RunState.FAILED, error=info))
+        )
+
+    def _requested(self, run_id: str) -> RunState | None:
+        """A cancel or pause asked here, or in the store by another process."""
+        asked = self._requests.get(run_id)
+        if asked is not None:
+            return asked
+        stored = getattr(self.backend, "requested", None)
+        return stored(run_id) if stored is not None else None
+
+    def _heartbeat(self) -> Heartbeat:
+        if self._beat is None:
+            self._beat = Heartbeat(
+                self.backend, _LEASE_S, self.owner, f"sayiir-heartbeat-{self.owner}"
+            ).start()
+        return self._beat
+
+    async def _execute(
+        self,
+        workflow: Workflow,
+        lease: Lease,
+        snapshot: RunSnapshot,
+        *,
+        control: Callable[[], RunState | None] | None = None,
+        inline_wait_s: float | None = None,
+        shared: SharedSteps | None = None,
+    ) -> WorkflowStatus:
+        run_id = lease.run_id
         if _stays(snapshot.run.state):
             return self._status_of(snapshot, workflow)
 
@@ -453,9 +564,13 @@ class CheckpointingRunner:
             lease=lease,
             snapshot=snapshot,
             owner=self.owner,
-            control=lambda: self._requests.get(run_id),
-            inline_wait_s=self.inline_wait_s,
+            control=control or (lambda: self._requested(run_id)),
+            inline_wait_s=self.inline_wait_s
+            if inline_wait_s is None
+            else inline_wait_s,
             observers=self.observers,
+            park_after_s=inline_wait_s,
+            shared=shared,
         )
         if self.observers:
             self.observers.emit(
@@ -550,45 +665,21 @@ class CheckpointingRunner:
         owner = f"{self.owner}/{next(self._calls)}"
         delay = 0.005
         while True:
-            lease = self.backend.claim(run_id, owner, lease_s=30.0)
+            lease = self.backend.claim(run_id, owner, lease_s=_LEASE_S)
             if lease is not None:
                 return lease
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.1)
 
     def _encode(self, value: Any, what: str, root: str) -> str:
-        """Encode a value given by the user; a refusal names ``what``."""
-        try:
-            return self.codec.encode(value)
-        except CodecError as error:
-            raise CodecError(
-                f"{what} cannot be stored: {root}{error.path} is of type "
-                f"{error.type_name}; {error.reason}",
-                path=error.path,
-                type_name=error.type_name,
-                reason=error.reason,
-            ) from None
+        return encode_value(self.codec, value, what, root)
 
     def _check_compatible(
         self, workflow: Workflow, run: RunRecord, input_json: str, digest: str
     ) -> None:
-        if (
-            run.workflow_name != workflow.name
-            or run.definition_hash != workflow.definition_hash
-        ):
-            raise DefinitionMismatchError(
-                f"run {run.run_id!r} was started by workflow {run.workflow_name!r} "
-                f"with definition {run.definition_hash[:12]}, but workflow "
-                f"{workflow.name!r} now has definition "
-                f"{workflow.definition_hash[:12]}. "
-                "Use a new run id, or pass restart=True to start this run over."
-            )
-        if run.input_digest != digest:
-            raise InputMismatchError(
-                f"run {run.run_id!r} exists with input {_preview(run.input_json)}, "
-                f"not {_preview(input_json)}. Use a new run id, or pass restart=True "
-                "to start this run over with the new input."
-            )
+        check_compatible(
+            run, workflow.name, workflow.definition_hash, input_json, digest
+        )
 
     def _status(self, run_id: str, workflow: Workflow | None) -> WorkflowStatus:
         snapshot = self.backend.load(run_id)
@@ -621,7 +712,7 @@ class CheckpointingRunner:
         """Take a run over from an engine thread that did not stop in time
         and record it as interrupted; that thread's later writes are refused."""
         self.backend.revoke(run_id)
-        lease = self.backend.claim(run_id, f"{self.owner}/interrupt", lease_s=30.0)
+        lease = self.backend.claim(run_id, f"{self.owner}/interrupt", lease_s=_LEASE_S)
         if lease is None:
             return
         try:
@@ -649,44 +740,6 @@ def _check_signal_name(name: object) -> None:
         raise DefinitionError(
             f"a signal name must be a non-empty string; got {name!r}."
         )
-
-
-def _check_run_id(run_id: object) -> None:
-    if not isinstance(run_id, str) or not run_id.strip():
-        raise RunIdError(
-            f"a run id must be a non-empty string, such as 'campaign-001'; got "
-            f"{run_id!r} ({type(run_id).__name__})."
-        )
-    if len(run_id) > 200:
-        raise RunIdError(
-            f"run id {run_id[:40]!r}... is {len(run_id)} characters long; keep run "
-            "ids to 200 characters."
-        )
-
-
-def _digest(input_json: str) -> str:
-    """A digest of the input that equal values share, whatever the order of
-    their dict keys or set items."""
-    canonical = json.dumps(
-        _canonical(json.loads(input_json)), sort_keys=True, separators=(",", ":")
-    )
-    return hashlib.sha256(canonical.encode()).hexdigest()
-
-
-def _canonical(tree: Any) -> Any:
-    if isinstance(tree, list):
-        return [_canonical(item) for item in tree]
-    if not isinstance(tree, dict):
-        return tree
-    if tree.get("$") == "dict":
-        pairs = [[_canonical(k), _canonical(v)] for k, v in tree["v"]]
-        pairs.sort(key=lambda pair: json.dumps(pair[0], sort_keys=True))
-        return {"$": "dict", "v": pairs}
-    return {key: _canonical(item) for key, item in tree.items()}
-
-
-def _preview(encoded: str, limit: int = 80) -> str:
-    return encoded if len(encoded) <= limit else encoded[: limit - 3] + "..."
 
 
 def _step_statuses(

@@ -6,6 +6,7 @@ import functools
 import inspect
 import math
 import random
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, overload
@@ -79,10 +80,14 @@ class RetryPolicy:
 
 @dataclass(frozen=True, kw_only=True)
 class TaskOptions:
-    """The options of a task; part of a workflow's definition hash."""
+    """The options of a task; part of a workflow's definition hash, except
+    the limits (``max_concurrency``, ``rate_per_s``), which change how fast
+    attempts start, not what they do."""
 
     timeout_s: float | None = None
     retry: RetryPolicy = field(default_factory=RetryPolicy)
+    max_concurrency: int | None = None
+    rate_per_s: float | None = None
 
     def describe(self) -> dict[str, Any]:
         """A JSON-ready description, used for the definition hash."""
@@ -150,6 +155,8 @@ def task(
     max_backoff: Duration | None = None,
     jitter: float | bool = 0.0,
     retry_on: type[BaseException] | tuple[type[BaseException], ...] = (),
+    max_concurrency: int | None = None,
+    rate_limit: float | str | None = None,
 ) -> Callable[[Callable[..., Any]], Task]: ...
 
 
@@ -182,6 +189,14 @@ def task(fn: Callable[..., Any] | None = None, /, **options: Any) -> Any:
         Exception type(s) that are retried; by default every ``Exception``.
         ``KeyboardInterrupt``, ``SystemExit`` and cancellation are never
         retried.
+    max_concurrency
+        At most this many attempts of the task run at once, across every
+        worker of the backend (with PostgreSQL: every process sharing it).
+    rate_limit
+        At most this many attempts start per second, across every worker of
+        the backend: a number per second, or ``"10/s"``, ``"300/m"``,
+        ``"1000/h"``. Starts are spaced evenly (``"10/s"`` starts one every
+        0.1 s), so a burst waits its turn.
     """
 
     unknown = sorted(set(options) - _OPTIONS)
@@ -220,6 +235,8 @@ _OPTIONS = frozenset(
         "max_backoff",
         "jitter",
         "retry_on",
+        "max_concurrency",
+        "rate_limit",
     }
 )
 
@@ -244,6 +261,8 @@ def _build_options(
     max_backoff: Duration | None = None,
     jitter: float | bool = 0.0,
     retry_on: type[BaseException] | tuple[type[BaseException], ...] = (),
+    max_concurrency: int | None = None,
+    rate_limit: float | str | None = None,
 ) -> TaskOptions:
     where = f"of task {name!r}"
     if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
@@ -272,7 +291,49 @@ def _build_options(
     timeout_s = optional_seconds(timeout, what=f"timeout {where}")
     if timeout_s == 0:
         raise DefinitionError(f"timeout {where} must be longer than zero.")
-    return TaskOptions(timeout_s=timeout_s, retry=policy)
+    return TaskOptions(
+        timeout_s=timeout_s,
+        retry=policy,
+        max_concurrency=_concurrency(max_concurrency, where),
+        rate_per_s=_rate(rate_limit, where),
+    )
+
+
+_RATE = re.compile(
+    r"^\s*([0-9]*\.?[0-9]+)\s*/\s*(s|sec|second|m|min|minute|h|hour)\s*$"
+)
+_PER = {"s": 1, "sec": 1, "second": 1, "m": 60, "min": 60, "minute": 60}
+_PER.update({"h": 3600, "hour": 3600})
+
+
+def _concurrency(value: object, where: str) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise DefinitionError(
+            f"max_concurrency {where} must be a whole number >= 1 (or None for no "
+            f"limit); got {value!r}."
+        )
+    return value
+
+
+def _rate(value: object, where: str) -> float | None:
+    """Attempts per second from a number or ``"N/s"``, ``"N/m"``, ``"N/h"``."""
+    if value is None:
+        return None
+    rate: float | None = None
+    if isinstance(value, str):
+        found = _RATE.match(value)
+        if found:
+            rate = float(found.group(1)) / _PER[found.group(2)]
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        rate = float(value)
+    if rate is None or not math.isfinite(rate) or rate <= 0:
+        raise DefinitionError(
+            f"rate_limit {where} must be a positive number of attempts per second "
+            f"or a string such as '10/s', '300/m' or '1000/h'; got {value!r}."
+        )
+    return rate
 
 
 def _number(value: object, what: str) -> float:
@@ -358,4 +419,6 @@ def _options_as_arguments(t: Task) -> dict[str, Any]:
         "max_backoff": policy.max_backoff_s,
         "jitter": policy.jitter,
         "retry_on": policy.retry_on,
+        "max_concurrency": t.options.max_concurrency,
+        "rate_limit": t.options.rate_per_s,
     }

@@ -248,6 +248,34 @@ class Backend(Protocol):
     def close(self) -> None: ...
 
 
+class Wakeups:
+    """Wakes the workers of one process when work may have become claimable
+    (the in-process counterpart of PostgreSQL's LISTEN/NOTIFY)."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self.events = 0
+
+    def wake(self) -> None:
+        with self._cond:
+            self.events += 1
+            self._cond.notify_all()
+
+    def wait(self, timeout_s: float, seen: int) -> int:
+        """Wait up to ``timeout_s`` for a wake-up after event ``seen``; return
+        the current event count."""
+        with self._cond:
+            if self.events == seen:
+                self._cond.wait(timeout_s)
+            return self.events
+
+    def take_controls(self) -> set[str]:
+        return set()
+
+    def close(self) -> None:
+        self.wake()
+
+
 class LocalLeases:
     """Leases held in this process's memory, for single-process backends.
 
@@ -260,6 +288,8 @@ class LocalLeases:
         self._lock = threading.Lock()
         self._leases: dict[str, Lease] = {}
         self._fences: dict[str, int] = {}
+        self._requests: dict[str, RunState] = {}
+        self.wakeups = Wakeups()
 
     def claim(self, run_id: str, owner: str, lease_s: float) -> Lease | None:
         with self._lock:
@@ -294,6 +324,7 @@ class LocalLeases:
             current = self._leases.get(lease.run_id)
             if current is not None and current.fence == lease.fence:
                 del self._leases[lease.run_id]
+        self.wakeups.wake()
 
     def revoke(self, run_id: str) -> None:
         with self._lock:
@@ -301,6 +332,23 @@ class LocalLeases:
 
     def leased(self) -> set[str]:
         return set(self._leases)
+
+    def request(self, run_id: str, state: RunState) -> None:
+        """Store a cancel or pause asked for a run that is executing."""
+        with self._lock:
+            self._requests[run_id] = state
+
+    def requested(self, run_id: str) -> RunState | None:
+        return self._requests.get(run_id)
+
+    def settled(self, run_id: str, state: RunState) -> None:
+        """Forget a request once the run left the running state; wake workers
+        if it went back to the queue."""
+        if state is not RunState.RUNNING and run_id in self._requests:
+            with self._lock:
+                self._requests.pop(run_id, None)
+        if state in (RunState.PENDING, RunState.WAITING):
+            self.wakeups.wake()
 
 
 def is_runnable(

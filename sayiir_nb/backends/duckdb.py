@@ -16,7 +16,7 @@ import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duckdb
 
@@ -29,12 +29,17 @@ from .base import (
     LocalLeases,
     RunRecord,
     RunSnapshot,
+    Wakeups,
     WriteBatch,
     check_batch,
     is_runnable,
     refuse_contradictions,
 )
 from .schema import migrate
+
+if TYPE_CHECKING:
+    from ..codec import Codec
+    from ..workflow import Workflow
 
 _RUN_COLUMNS = (
     "run_id, workflow_name, definition_hash, state, input_json, input_digest, codec, "
@@ -229,7 +234,9 @@ class DuckDBBackend:
                     raise
                 return existing, False
             self._file.keys[record.run_id] = _RunKeys([])
-            return record, True
+        if record.state is RunState.PENDING:
+            self._leases.wakeups.wake()
+        return record, True
 
     def reset_run(self, lease: Lease, record: RunRecord) -> None:
         with self._lock:
@@ -301,6 +308,32 @@ class DuckDBBackend:
                         return lease
             return None
 
+    def request_control(self, run_id: str, state: RunState) -> bool:
+        """Ask the thread that executes the run to cancel or pause it at its
+        next step boundary."""
+        self._leases.request(run_id, state)
+        return True
+
+    def requested(self, run_id: str, *, fresh: bool = False) -> RunState | None:
+        return self._leases.requested(run_id)
+
+    def listen(self) -> Wakeups:
+        """Wake-ups for this process's workers when work may be claimable."""
+        return self._leases.wakeups
+
+    def enqueue_workflow(
+        self,
+        workflow: str | Workflow,
+        run_id: str,
+        input: Any = None,
+        *,
+        codec: Codec | None = None,
+    ) -> str:
+        """Put a run in the queue for a worker; see :func:`sayiir_nb.enqueue`."""
+        from ..queue import enqueue
+
+        return enqueue(self, workflow, run_id, input, codec=codec)
+
     def current_lease(self, run_id: str) -> Lease | None:
         return self._leases.current(run_id)
 
@@ -333,6 +366,8 @@ class DuckDBBackend:
                     for sql, params, expects_row in statements:
                         _run_statement(conn, sql, params, expects_row)
             keys.add(batch)
+        if batch.run is not None:
+            self._leases.settled(lease.run_id, batch.run.state)
 
     def _keys(self, run_id: str) -> _RunKeys:
         keys = self._file.keys.get(run_id)
@@ -359,14 +394,22 @@ class DuckDBBackend:
 
     def send_signal(self, run_id: str, name: str, payload_json: str) -> str:
         signal_id = uuid.uuid4().hex
+        now = time.time()
         with self._lock:
             if self.get_run(run_id) is None:
                 raise RunNotFoundError(f"no run with id {run_id!r} in {self!r}.")
             self._statement(
                 "INSERT INTO sayiir_signals (run_id, name, payload_json, sent_epoch, "
                 "signal_id) VALUES (?, ?, ?, ?, ?)",
-                [run_id, name, payload_json, time.time(), signal_id],
+                [run_id, name, payload_json, now, signal_id],
             )
+            # a worker takes a run that waits up now to look at the signal
+            self._statement(
+                "UPDATE sayiir_runs SET wake_epoch = ? WHERE run_id = ? AND "
+                "state = 'waiting' AND (wake_epoch IS NULL OR wake_epoch > ?)",
+                [now, run_id, now],
+            )
+        self._leases.wakeups.wake()
         return signal_id
 
     def next_signal(

@@ -7,17 +7,18 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
 
 from ..errors import BackendError, RunNotFoundError
-from ..status import AttemptState, ErrorInfo
+from ..status import AttemptState, ErrorInfo, RunState
 from .base import (
     AttemptRecord,
     Lease,
     LocalLeases,
     RunRecord,
     RunSnapshot,
+    Wakeups,
     WriteBatch,
     check_batch,
     is_runnable,
@@ -28,6 +29,9 @@ from .schema import migrate
 
 if TYPE_CHECKING:
     import duckdb
+
+    from ..codec import Codec
+    from ..workflow import Workflow
 
 
 class InMemoryBackend:
@@ -54,7 +58,9 @@ class InMemoryBackend:
             if existing is not None:
                 return existing, False
             self._store_new(record)
-            return record, True
+        if record.state is RunState.PENDING:
+            self._leases.wakeups.wake()
+        return record, True
 
     def reset_run(self, lease: Lease, record: RunRecord) -> None:
         with self._lock:
@@ -103,6 +109,32 @@ class InMemoryBackend:
                     return lease
             return None
 
+    def request_control(self, run_id: str, state: RunState) -> bool:
+        """Ask the thread that executes the run to cancel or pause it at its
+        next step boundary."""
+        self._leases.request(run_id, state)
+        return True
+
+    def requested(self, run_id: str, *, fresh: bool = False) -> RunState | None:
+        return self._leases.requested(run_id)
+
+    def listen(self) -> Wakeups:
+        """Wake-ups for this process's workers when work may be claimable."""
+        return self._leases.wakeups
+
+    def enqueue_workflow(
+        self,
+        workflow: str | Workflow,
+        run_id: str,
+        input: Any = None,
+        *,
+        codec: Codec | None = None,
+    ) -> str:
+        """Put a run in the queue for a worker; see :func:`sayiir_nb.enqueue`."""
+        from ..queue import enqueue
+
+        return enqueue(self, workflow, run_id, input, codec=codec)
+
     def current_lease(self, run_id: str) -> Lease | None:
         return self._leases.current(run_id)
 
@@ -136,6 +168,7 @@ class InMemoryBackend:
                 self._runs[run_id] = with_update(
                     self._runs[run_id], batch.run, time.time()
                 )
+                self._leases.settled(run_id, batch.run.state)
 
     def _signal(self, run_id: str, signal_id: str) -> _Signal:
         for signal in self._signals.get(run_id, []):
@@ -152,7 +185,14 @@ class InMemoryBackend:
                 raise RunNotFoundError(f"no run with id {run_id!r} in {self!r}.")
             signal = _Signal(uuid.uuid4().hex, name, payload_json, time.time())
             self._signals.setdefault(run_id, []).append(signal)
-            return signal.signal_id
+            run = self._runs[run_id]
+            if run.state is RunState.WAITING and (
+                run.wake_epoch is None or run.wake_epoch > signal.sent_epoch
+            ):
+                # a worker takes the run up now to look at the signal
+                self._runs[run_id] = replace(run, wake_epoch=signal.sent_epoch)
+        self._leases.wakeups.wake()
+        return signal.signal_id
 
     def next_signal(
         self, run_id: str, name: str, sent_before_epoch: float | None = None

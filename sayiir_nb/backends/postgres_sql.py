@@ -189,7 +189,8 @@ BEGIN
             error_step = p->'run'->>'error_step',
             wake_epoch = (p->'run'->>'wake_epoch')::float8,
             updated_epoch = p_now,
-            requested = CASE WHEN p->'run'->>'state' IN ('running', 'waiting')
+            requested = CASE WHEN p->'run'->>'state' = 'running'
+                OR (p->'run'->>'state' = 'waiting' AND state = 'running')
                 THEN requested END
         WHERE run_id = p_run
         RETURNING requested INTO v_requested;
