@@ -824,6 +824,7 @@ class PgListener:
         self._stop = threading.Event()
         self._conn: psycopg.Connection[Any] | None = None
         self.connected = threading.Event()
+        self.on_control: Callable[[str], object] | None = None
         self._thread = threading.Thread(
             target=self._loop, name=f"sayiir-listen-{backend.schema}", daemon=True
         )
@@ -847,7 +848,21 @@ class PgListener:
             found, self._controls = self._controls, set()
             return found
 
+    def wake(self) -> None:
+        """Wake every waiter now."""
+        self._wake()
+
     def _wake(self, control: str | None = None) -> None:
+        if control is not None and self.on_control is not None:
+            try:
+                self.on_control(control)
+            except Exception as error:
+                logger.warning(
+                    "reading the request for run %s failed: %s",
+                    control,
+                    error,
+                    extra={"event": "listener.control_failed", "run_id": control},
+                )
         with self._cond:
             self._events += 1
             if control is not None:

@@ -1,0 +1,421 @@
+"""Workers: loops that claim runnable work from a backend and execute it.
+
+A :class:`PooledWorker` runs ``concurrency`` slots, each a thread with an
+event loop of its own, so a sync task that blocks holds one slot only. A slot
+claims the next work (a run that is pending, due or abandoned; on PostgreSQL
+also one branch of a parallel or one item of a fan-out), executes it under
+its lease and gives the lease back. One heartbeat thread renews every lease
+the worker holds. Idle slots sleep until the backend says work arrived
+(LISTEN/NOTIFY on PostgreSQL), until the next planned wake-up, or at most
+``poll`` seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Iterable
+from typing import Any
+
+from .backends.base import Backend, Lease
+from .codec import Codec
+from .duration import Duration, to_seconds
+from .errors import DefinitionError, LeaseLostError
+from .heartbeat import Heartbeat
+from .registry import WorkflowRegistry
+from .runner import CheckpointingRunner
+from .status import RunState
+from .units import SharedSteps, execute_unit
+from .workflow import Workflow
+
+logger = logging.getLogger(__name__)
+
+
+class PooledWorker:
+    """A pool of worker slots that execute runs from a backend's queue.
+
+    Parameters
+    ----------
+    worker_id
+        A name for this worker, stable across restarts (for example the host
+        name and a number). A worker started again under the same id gives
+        up at once the leases its previous life held, so nothing it claimed
+        waits for a lease to lapse.
+    backend
+        Where the queue lives: :class:`~sayiir_nb.PostgresBackend` for
+        workers in several processes or machines; DuckDB or in-memory for
+        worker threads inside one process.
+    workflow_registry
+        The workflows this worker can execute (a
+        :class:`~sayiir_nb.WorkflowRegistry` or an iterable of workflows).
+        A run of a workflow that is not in it fails with an error that says
+        so.
+    concurrency
+        How many runs (or parts of runs) this worker executes at once.
+    lease
+        How long a claim lasts without a heartbeat (30 s by default); the
+        heartbeat renews leases every third of it. A worker that dies has its
+        work taken over after at most this long.
+    poll
+        The longest an idle slot sleeps before it looks at the queue again,
+        in case a notification was missed.
+    grace
+        On :meth:`stop`, how long running steps may take to finish before
+        their leases are given up.
+    inline_wait
+        Delays, signal waits and retry backoffs up to this long wait in the
+        slot; longer ones hand the run back to the queue until it is due.
+
+    Notes
+    -----
+    Steps run at least once: a step whose worker dies mid-way runs again on
+    the worker that takes the run over.
+    """
+
+    def __init__(
+        self,
+        worker_id: str,
+        backend: Backend,
+        workflow_registry: WorkflowRegistry | Iterable[Workflow],
+        *,
+        concurrency: int = 1,
+        lease: Duration = 30.0,
+        poll: Duration = 1.0,
+        grace: Duration = 10.0,
+        inline_wait: Duration = 1.0,
+        codec: Codec | None = None,
+    ) -> None:
+        if not isinstance(worker_id, str) or not worker_id.strip() or "%" in worker_id:
+            raise DefinitionError(
+                f"worker_id must be a non-empty string without '%'; got {worker_id!r}."
+            )
+        if isinstance(concurrency, bool) or not isinstance(concurrency, int):
+            raise DefinitionError(
+                f"concurrency must be a whole number >= 1; got {concurrency!r}."
+            )
+        if concurrency < 1:
+            raise DefinitionError(
+                f"concurrency must be a whole number >= 1; got {concurrency!r}."
+            )
+        self.worker_id = worker_id
+        self.backend = backend
+        self.workflows = (
+            workflow_registry
+            if isinstance(workflow_registry, WorkflowRegistry)
+            else WorkflowRegistry(workflow_registry)
+        )
+        self.concurrency = concurrency
+        self.lease_s = to_seconds(lease, what="lease")
+        self.poll_s = to_seconds(poll, what="poll")
+        self.grace_s = to_seconds(grace, what="grace")
+        self.inline_wait_s = to_seconds(inline_wait, what="inline_wait")
+        if self.lease_s <= 0 or self.poll_s <= 0:
+            raise DefinitionError("lease and poll must be longer than zero.")
+        self.owner = f"{worker_id}/{uuid.uuid4().hex[:8]}"
+        self.runner = CheckpointingRunner(
+            backend, codec=codec, workflows=self.workflows, inline_wait=inline_wait
+        )
+        self.runner.owner = self.owner
+        self.heartbeat = Heartbeat(
+            backend, self.lease_s, self.owner, f"sayiir-heartbeat-{worker_id}"
+        )
+        self._shares = bool(getattr(backend, "shares_steps", False))
+        self._stopping = threading.Event()
+        self._handing_back = threading.Event()
+        self._stopped = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._listener: Any = None
+        self.executed = 0
+
+    def __repr__(self) -> str:
+        state = "running" if self._threads and not self._stopped.is_set() else "idle"
+        return (
+            f"PooledWorker({self.worker_id!r}, {self.backend!r}, "
+            f"concurrency={self.concurrency}, {state})"
+        )
+
+    # -- life cycle ---------------------------------------------------------
+
+    def start(self) -> PooledWorker:
+        """Start the slots in background threads and return at once (for a
+        notebook: workers in the kernel, for development)."""
+        if self._threads:
+            return self
+        ensure = getattr(self.backend, "ensure_pool", None)
+        if ensure is not None:
+            ensure(self.concurrency * 2 + 4)
+        released = getattr(self.backend, "release_owners", None)
+        if released is not None:
+            count = released(f"{self.worker_id}/", self.owner)
+            if count:
+                logger.info(
+                    "worker %s gave up %d claims of its previous run",
+                    self.worker_id,
+                    count,
+                    extra={"event": "worker.reclaimed", "worker": self.worker_id},
+                )
+        self._listener = self.backend.listen()  # type: ignore[attr-defined]
+        on_control = getattr(self.backend, "requested", None)
+        if on_control is not None and hasattr(self._listener, "on_control"):
+            self._listener.on_control = lambda run_id: on_control(run_id, fresh=True)
+        self.heartbeat.start()
+        self._threads = [
+            threading.Thread(
+                target=self._slot,
+                args=(index,),
+                name=f"sayiir-worker-{self.worker_id}-{index}",
+                daemon=True,
+            )
+            for index in range(1, self.concurrency + 1)
+        ]
+        for thread in self._threads:
+            thread.start()
+        logger.info(
+            "worker %s started with %d slot(s) on %r",
+            self.worker_id,
+            self.concurrency,
+            self.backend,
+            extra={"event": "worker.start", "worker": self.worker_id},
+        )
+        return self
+
+    def run(self) -> None:
+        """Start the slots and block until :meth:`stop` is called (from
+        another thread or a signal handler)."""
+        self.start()
+        self._stopped.wait()
+
+    def stop(self, grace: Duration | None = None) -> None:
+        """Stop claiming, let running steps finish for up to ``grace``
+        seconds (the worker's default if ``None``), then give up the leases of
+        whatever still runs; the runs go back to the queue for other workers.
+        """
+        grace_s = self.grace_s if grace is None else to_seconds(grace, what="grace")
+        if self._stopped.is_set() or not self._threads:
+            self._stopped.set()
+            return
+        logger.info(
+            "worker %s stopping (grace %.1fs)",
+            self.worker_id,
+            grace_s,
+            extra={"event": "worker.stopping", "worker": self.worker_id},
+        )
+        self._stopping.set()
+        self._handing_back.set()
+        self._wake_all()
+        deadline = time.monotonic() + grace_s
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        left = self.heartbeat.held()
+        for lease in left:
+            self._give_up(lease)
+        self.heartbeat.stop()
+        if self._listener is not None and hasattr(self._listener, "channels"):
+            self._listener.close()
+        self._stopped.set()
+        logger.info(
+            "worker %s stopped (%d executions; %d lease(s) given up)",
+            self.worker_id,
+            self.executed,
+            len(left),
+            extra={"event": "worker.stop", "worker": self.worker_id},
+        )
+
+    def __enter__(self) -> PooledWorker:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _give_up(self, lease: Lease) -> None:
+        try:
+            if lease.unit:
+                self.backend.release(lease)
+            else:
+                self.backend.revoke(lease.run_id)
+        except Exception as error:
+            logger.warning(
+                "could not give up the lease of run %s: %s",
+                lease.run_id,
+                error,
+                extra={"event": "worker.release_failed", "run_id": lease.run_id},
+            )
+
+    def _wake_all(self) -> None:
+        listener = self._listener
+        if listener is None:
+            return
+        listener.wake()
+
+    # -- slots --------------------------------------------------------------
+
+    def _slot(self, index: int) -> None:
+        owner = f"{self.owner}/{index}"
+        loop = asyncio.new_event_loop()
+        seen = self._listener.events
+        try:
+            while not self._stopping.is_set():
+                try:
+                    lease, due = self._claim(owner)
+                except Exception as error:
+                    logger.warning(
+                        "worker %s could not claim work: %s",
+                        self.worker_id,
+                        error,
+                        extra={"event": "worker.claim_failed", "worker": owner},
+                    )
+                    self._stopping.wait(min(1.0, self.poll_s))
+                    continue
+                if lease is None:
+                    timeout = self.poll_s
+                    if due is not None:
+                        timeout = min(timeout, max(0.0, due - time.time()))
+                    seen = self._listener.wait(timeout, seen)
+                    continue
+                self._run_claimed(loop, lease, owner)
+        finally:
+            loop.close()
+
+    def _claim(self, owner: str) -> tuple[Lease | None, float | None]:
+        now = time.time()
+        claim_work = getattr(self.backend, "claim_work", None)
+        if claim_work is not None:
+            kinds = ("unit", "run") if self._shares else ("run",)
+            return claim_work(owner, self.lease_s, now, kinds)
+        return self.backend.claim_next(owner, self.lease_s, now), None
+
+    def _run_claimed(
+        self, loop: asyncio.AbstractEventLoop, lease: Lease, owner: str
+    ) -> None:
+        with self.heartbeat.holding(lease):
+            try:
+                loop.run_until_complete(self._execute(lease, owner))
+            except LeaseLostError as error:
+                logger.warning(
+                    "worker %s lost run %s to another worker: %s",
+                    self.worker_id,
+                    lease.run_id,
+                    error,
+                    extra={"event": "run.lease_lost", "run_id": lease.run_id},
+                )
+            except Exception as error:
+                logger.exception(
+                    "worker %s failed while executing run %s: %s",
+                    self.worker_id,
+                    lease.run_id,
+                    error,
+                    extra={"event": "worker.error", "run_id": lease.run_id},
+                )
+            finally:
+                self.executed += 1
+                try:
+                    self.backend.release(lease)
+                except Exception as error:
+                    logger.warning(
+                        "could not release run %s: %s",
+                        lease.run_id,
+                        error,
+                        extra={"event": "worker.release_failed"},
+                    )
+
+    async def _execute(self, lease: Lease, owner: str) -> None:
+        run = self.backend.get_run(lease.run_id)
+        if run is None:
+            return
+        if run.workflow_name not in self.workflows:
+            if not lease.unit:
+                self._refuse(lease, run.workflow_name)
+            return
+        workflow = self.workflows.get(run.workflow_name)
+        control = self._control(lease.run_id)
+        shared = self._shared(owner) if self._shares else None
+        logger.info(
+            "worker %s claimed %s%s",
+            self.worker_id,
+            f"part {lease.unit} of run " if lease.unit else "run ",
+            lease.run_id,
+            extra={
+                "event": "worker.claimed",
+                "run_id": lease.run_id,
+                "unit": lease.unit,
+                "worker": owner,
+            },
+        )
+        if lease.unit:
+            assert shared is not None
+            await execute_unit(
+                self.runner,
+                workflow,
+                lease,
+                shared=shared,
+                control=control,
+                inline_wait_s=self.inline_wait_s,
+            )
+            return
+        await self.runner.execute_leased(
+            workflow,
+            lease,
+            control=control,
+            inline_wait_s=self.inline_wait_s,
+            shared=shared,
+        )
+
+    def _refuse(self, lease: Lease, name: str) -> None:
+        from .errors import RunNotFoundError
+
+        snapshot = self.backend.load(lease.run_id)
+        if snapshot is None:
+            return
+        known = ", ".join(self.workflows.names()) or "none"
+        self.runner._fail_queued(
+            lease,
+            snapshot,
+            RunNotFoundError(
+                f"run {lease.run_id!r} is of workflow {name!r}, which worker "
+                f"{self.worker_id!r} does not know (it knows: {known}). Add the "
+                "workflow to the worker's registry and start the run over."
+            ),
+        )
+
+    def _control(self, run_id: str) -> Any:
+        requested = getattr(self.backend, "requested", None)
+
+        def control() -> RunState | None:
+            if self._handing_back.is_set():
+                return RunState.PENDING
+            return requested(run_id) if requested is not None else None
+
+        return control
+
+    def _shared(self, owner: str) -> SharedSteps:
+        async def run_unit(lease: Lease) -> None:
+            run = self.backend.get_run(lease.run_id)
+            if run is None or run.workflow_name not in self.workflows:
+                self.backend.release(lease)
+                return
+            with self.heartbeat.holding(lease):
+                try:
+                    await execute_unit(
+                        self.runner,
+                        self.workflows.get(run.workflow_name),
+                        lease,
+                        shared=shared,
+                        control=self._control(lease.run_id),
+                        inline_wait_s=self.inline_wait_s,
+                    )
+                finally:
+                    self.backend.release(lease)
+
+        async def wait(timeout_s: float) -> None:
+            seen = self._listener.events
+            await asyncio.get_running_loop().run_in_executor(
+                None, self._listener.wait, timeout_s, seen
+            )
+
+        shared = SharedSteps(
+            owner=owner, lease_s=self.lease_s, run_unit=run_unit, wait=wait
+        )
+        return shared
