@@ -98,8 +98,9 @@ class Heartbeat:
 
     def _mark_lost(self, lease: Lease) -> None:
         with self._lock:
-            if _key(lease) in self._held:
-                self._lost.add(_key(lease))
+            if _key(lease) not in self._held:
+                return  # given back meanwhile
+            self._lost.add(_key(lease))
         logger.warning(
             "the lease of run %s%s was lost; its holder stops at its next write",
             lease.run_id,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import tempfile
 import uuid
+import warnings
 from functools import cache
 
 import pytest
@@ -34,13 +35,17 @@ def server_dsn() -> str | None:
             return None
         return dsn
     try:
-        import pgserver
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # platformdirs' notices on import
+            import pgserver
     except ImportError:
         _why.append(f"{DSN_ENV} is not set and the pgserver package is missing")
         return None
     try:
         folder = tempfile.mkdtemp(prefix="sayiir-pgserver-")
-        server = pgserver.get_server(folder, cleanup_mode="stop")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            server = pgserver.get_server(folder, cleanup_mode="stop")
         _servers.append(server)
         return server.get_uri()
     except Exception as error:

@@ -118,7 +118,7 @@ class PostgresBackend:
             dsn,
             min_size=1,
             max_size=max(2, pool_size),
-            kwargs={"autocommit": True},
+            kwargs={"autocommit": True, "application_name": "sayiir-nb"},
             open=False,
             name=f"sayiir-{schema}",
         )
@@ -392,8 +392,7 @@ class PostgresBackend:
             "u AS (UPDATE {s}.units c SET expires_epoch = {s}.now_epoch() + %s "
             "FROM unnest(%s::text[], %s::text[], %s::bigint[]) t(run_id, unit_id, "
             "fence) WHERE c.run_id = t.run_id AND c.unit_id = t.unit_id AND "
-            "c.fence = t.fence AND c.state = 'claimed' "
-            "RETURNING c.run_id, c.unit_id) "
+            "c.fence = t.fence RETURNING c.run_id, c.unit_id) "
             "SELECT * FROM r UNION ALL SELECT * FROM u",
             [
                 lease_s,
@@ -875,7 +874,9 @@ class PgListener:
         delay = 0.1
         while not self._stop.is_set():
             try:
-                conn = psycopg.connect(self.backend.dsn, autocommit=True)
+                conn = psycopg.connect(
+                    self.backend.dsn, autocommit=True, application_name="sayiir-nb"
+                )
             except psycopg.Error as error:
                 logger.warning(
                     "cannot open the listening connection (%s); retrying",
