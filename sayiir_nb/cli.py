@@ -40,7 +40,9 @@ def load_registry(spec: str) -> WorkflowRegistry:
     try:
         module = importlib.import_module(module_name)
     except ImportError as error:
-        raise SayiirError(f"--app {spec!r}: cannot import {module_name}: {error}")
+        raise SayiirError(
+            f"--app {spec!r}: cannot import {module_name}: {error}"
+        ) from error
     found: Any = getattr(module, attribute, None)
     if found is None:
         raise SayiirError(f"--app {spec!r}: {module_name} has no {attribute!r}.")

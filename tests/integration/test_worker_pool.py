@@ -1,0 +1,285 @@
+"""Worker pools inside this process: lapsed leases, dropped connections,
+DuckDB worker threads, task limits, and what a notebook does with workers."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from sayiir_nb import (
+    CheckpointingRunner,
+    DuckDBBackend,
+    Flow,
+    PooledWorker,
+    RunState,
+    WorkflowRegistry,
+    task,
+)
+from sayiir_nb.backends.postgres import PostgresBackend
+
+from ..pg import drop_schema, fresh_schema, require_dsn
+
+
+@pytest.fixture
+def schema() -> Iterator[tuple[str, str]]:
+    dsn = require_dsn()
+    name = fresh_schema()
+    yield dsn, name
+    drop_schema(dsn, name)
+
+
+def wait_for(predicate, timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+def test_a_worker_whose_lease_lapsed_cannot_commit(schema, caplog) -> None:
+    dsn, name = schema
+    backend_a = PostgresBackend(dsn, schema=name)
+    backend_b = PostgresBackend(dsn, schema=name)
+    started, release = threading.Event(), threading.Event()
+    holder: dict[str, PooledWorker] = {}
+
+    @task
+    def outlive(_, ctx):
+        if ctx.attempt == 1:
+            holder["a"].heartbeat.suspend()  # the test hook: stop renewing
+            started.set()
+            release.wait(20)
+            return "from-a"
+        return "from-b"
+
+    wf = Flow("lapse").then(outlive).then(lambda v: v + "!", name="after").build()
+    caplog.set_level(logging.WARNING, logger="sayiir_nb")
+    holder["a"] = PooledWorker("a", backend_a, [wf], lease=0.5).start()
+    worker_b = None
+    try:
+        backend_a.enqueue_workflow(wf, "lapse-1")
+        assert started.wait(10)
+        worker_b = PooledWorker("b", backend_b, [wf], lease=0.5).start()
+        runner = CheckpointingRunner(backend_b, workflows=WorkflowRegistry([wf]))
+        wait_for(
+            lambda: runner.status("lapse-1").state is RunState.COMPLETED,
+            15,
+            "worker b to take the run over",
+        )
+        release.set()  # a's task returns now, long after its lease lapsed
+        wait_for(lambda: holder["a"].executed == 1, 10, "worker a to give up")
+    finally:
+        release.set()
+        holder["a"].stop(grace=1)
+        if worker_b is not None:
+            worker_b.stop(grace=1)
+    status = runner.status("lapse-1")
+    assert status.output == "from-b!"
+    rows = [
+        (a.step_id, a.attempt, a.state.value) for a in backend_b.attempts("lapse-1")
+    ]
+    assert ("outlive", 1, "interrupted") in rows
+    assert ("outlive", 2, "succeeded") in rows
+    assert [r for r in rows if r[2] == "succeeded" and r[0] == "outlive"] == [
+        ("outlive", 2, "succeeded")
+    ]
+    assert any(
+        getattr(r, "event", None) == "run.lease_lost" and r.run_id == "lapse-1"
+        for r in caplog.records
+    )
+    backend_a.close()
+    backend_b.close()
+
+
+def _terminate_connections(dsn: str) -> int:
+    import psycopg
+
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE "
+            "application_name = 'sayiir-nb' AND pid <> pg_backend_pid()"
+        ).fetchall()
+    return len(rows)
+
+
+def test_worker_survives_terminated_connections(schema) -> None:
+    dsn, name = schema
+    backend = PostgresBackend(dsn, schema=name)
+    in_step = threading.Event()
+
+    @task
+    def slow(x):
+        in_step.set()
+        time.sleep(1.0)
+        return x + 1
+
+    @task
+    def quick(x):
+        return x * 10
+
+    wf = Flow("terminated").then(quick).then(slow).then(quick, name="again").build()
+    worker = PooledWorker("t", backend, [wf], lease=3, poll=0.5).start()
+    runner = CheckpointingRunner(backend, workflows=WorkflowRegistry([wf]))
+    try:
+        wait_for(worker._listener.connected.is_set, 10, "the listener to connect")
+        assert _terminate_connections(dsn) >= 2  # idle: pool and listener
+        backend.enqueue_workflow(wf, "idle-1", 1)
+        wait_for(
+            lambda: runner.status("idle-1").state is RunState.COMPLETED,
+            15,
+            "the run enqueued after the idle connections were dropped",
+        )
+        assert runner.status("idle-1").output == 110
+
+        backend.enqueue_workflow(wf, "busy-1", 2)
+        assert in_step.wait(10)
+        assert _terminate_connections(dsn) >= 1  # while the step runs
+        wait_for(
+            lambda: runner.status("busy-1").state is RunState.COMPLETED,
+            20,
+            "the run whose connections were dropped mid-step",
+        )
+        assert runner.status("busy-1").output == 210
+        succeeded = [
+            a.step_id
+            for a in backend.attempts("busy-1")
+            if a.state.value == "succeeded"
+        ]
+        assert len(succeeded) == 3
+    finally:
+        worker.stop(grace=1)
+        backend.close()
+
+
+def test_duckdb_worker_threads_run_delays_signals_and_cancels(tmp_path: Path) -> None:
+    backend = DuckDBBackend(tmp_path / "store.duckdb")
+
+    @task
+    def add(x):
+        return x + 1
+
+    @task
+    def double(x):
+        return x * 2
+
+    @task
+    def hold(x):
+        time.sleep(0.3)
+        return x
+
+    delayed = (
+        Flow("delayed")
+        .then(add)
+        .parallel("p", {"a": add, "b": double})
+        .delay("pause", 1.5)
+        .then(lambda d: d["a"] + d["b"], name="join")
+        .build()
+    )
+    signalled = (
+        Flow("signalled")
+        .then(add)
+        .wait_for_signal("approval")
+        .then(add, name="after")
+        .build()
+    )
+    long = Flow("long")
+    for n in range(4):
+        long = long.then(hold, name=f"hold{n}")
+    long = long.build()
+    registry = WorkflowRegistry([delayed, signalled, long])
+    runner = CheckpointingRunner(backend, workflows=registry)
+    worker = PooledWorker("local", backend, registry, concurrency=3).start()
+    try:
+        for n in range(8):
+            backend.enqueue_workflow(delayed, f"d-{n}", n)
+        backend.enqueue_workflow(signalled, "s-1", 1)
+        backend.enqueue_workflow(long, "c-1", 0)
+        wait_for(
+            lambda: runner.status("c-1").steps[0].state == "succeeded",
+            10,
+            "the long run to get going",
+        )
+        runner.cancel("c-1")  # a worker thread holds it: asked, not forced
+        wait_for(lambda: runner.status("s-1").state is RunState.WAITING, 10, "the wait")
+        runner.send_signal("s-1", "approval", 5)
+        wait_for(
+            lambda: (
+                all(
+                    runner.status(f"d-{n}").state is RunState.COMPLETED
+                    for n in range(8)
+                )
+                and runner.status("s-1").state is RunState.COMPLETED
+                and runner.status("c-1").state is RunState.CANCELLED
+            ),
+            20,
+            "every run to end",
+        )
+    finally:
+        worker.stop(grace=1)
+    assert [runner.status(f"d-{n}").output for n in range(8)] == [
+        (n + 2) + (n + 1) * 2 for n in range(8)
+    ]
+    assert runner.status("s-1").output == 6
+    ran = [s.state for s in runner.status("c-1").steps]
+    assert ran.count("succeeded") < 4
+    backend.close()
+
+
+def test_task_limits_hold_across_workers(schema) -> None:
+    dsn, name = schema
+    backends = [PostgresBackend(dsn, schema=name) for _ in range(2)]
+    lock = threading.Lock()
+    running = {"now": 0, "most": 0}
+    starts: list[float] = []
+
+    @task(max_concurrency=1)
+    def one_at_a_time(x):
+        with lock:
+            running["now"] += 1
+            running["most"] = max(running["most"], running["now"])
+        time.sleep(0.05)
+        with lock:
+            running["now"] -= 1
+        return x
+
+    @task(rate_limit="20/s")
+    def paced(x):
+        starts.append(time.time())
+        return x
+
+    wf = (
+        Flow("limited")
+        .then(lambda n: list(range(n)), name="items")
+        .fan_out(one_at_a_time)
+        .fan_out(paced)
+        .then(len, name="count")
+        .build()
+    )
+    workers = [
+        PooledWorker(f"l{i}", b, [wf], concurrency=3).start()
+        for i, b in enumerate(backends)
+    ]
+    runner = CheckpointingRunner(backends[0], workflows=WorkflowRegistry([wf]))
+    try:
+        backends[0].enqueue_workflow(wf, "limits-1", 10)
+        wait_for(
+            lambda: runner.status("limits-1").state is RunState.COMPLETED,
+            30,
+            "the limited run",
+        )
+    finally:
+        for worker in workers:
+            worker.stop(grace=1)
+    assert runner.status("limits-1").output == 10
+    assert running["most"] == 1
+    starts.sort()
+    gaps = [b - a for a, b in zip(starts, starts[1:], strict=False)]
+    assert len(starts) == 10
+    assert min(gaps) >= 0.04  # 20 per second: one start every 0.05 s
+    for b in backends:
+        b.close()
