@@ -114,6 +114,7 @@ class PostgresBackend:
         self.channel = f"{schema}_work"
         self._closed = False
         self._requests: dict[str, str | None] = {}
+        self.round_trips = 0  # statements sent by _rows and write (a benchmark figure)
         self._pool: ConnectionPool = ConnectionPool(
             dsn,
             min_size=1,
@@ -178,6 +179,7 @@ class PostgresBackend:
         text = self._sql(sql)
 
         def use(conn: psycopg.Connection[Any]) -> list[tuple[Any, ...]]:
+            self.round_trips += 1
             cursor = conn.execute(text, params)
             return cursor.fetchall() if cursor.description else []
 
@@ -455,6 +457,7 @@ class PostgresBackend:
         params = [lease.run_id, lease.unit, lease.fence, payload, time.time()]
         for attempt in range(1, _TRIES + 1):
             try:
+                self.round_trips += 1
                 with self._pool.connection(timeout=30) as conn:
                     row = conn.execute(sql, params).fetchone()
                 self._requests[lease.run_id] = row[0] if row else None

@@ -3,6 +3,7 @@ DuckDB worker threads, task limits, and what a notebook does with workers."""
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 import time
@@ -278,7 +279,7 @@ def test_task_limits_hold_across_workers(schema) -> None:
     assert runner.status("limits-1").output == 10
     assert running["most"] == 1
     starts.sort()
-    gaps = [b - a for a, b in zip(starts, starts[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(starts)]
     assert len(starts) == 10
     assert min(gaps) >= 0.04  # 20 per second: one start every 0.05 s
     for b in backends:
