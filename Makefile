@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test bench lint clean
+.PHONY: demo test bench bench-workers lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,10 @@ test: $(VENV)/.installed
 
 bench: $(VENV)/.installed
 	$(BIN)/python -m sayiir_nb.bench
+
+# needs a PostgreSQL server: $$SAYIIR_NB_BENCH_DSN, else 127.0.0.1:5432
+bench-workers: $(VENV)/.installed
+	$(BIN)/python -m sayiir_nb.bench_workers
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check --fix sayiir_nb tests

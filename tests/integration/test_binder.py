@@ -45,7 +45,7 @@ def test_binder_environment_runs_every_notebook(tmp_path):
         ["bash", "binder/postBuild"], cwd=repo, env=env, check=True, timeout=600
     )
     notebooks = sorted(str(p) for p in (repo / "notebooks").glob("*.ipynb"))
-    assert len(notebooks) == 4
+    assert len(notebooks) == 5
     done = subprocess.run(
         [str(venv / "bin" / "jupyter"), "execute", "--timeout=300", *notebooks],
         cwd=repo / "notebooks",

@@ -75,6 +75,7 @@ def test_every_notebook_is_covered():
         "02-crash-and-resume.ipynb",
         "03-control-flow.ipynb",
         "04-history.ipynb",
+        "05-workers.ipynb",
     ]
 
 
@@ -122,3 +123,21 @@ def test_history(folder):
     book = run_notebook("04-history.ipynb", folder)
     assert mimes(book).count("image/png") == 2
     assert "enrich" in text(book)
+
+
+def test_workers_on_postgres(folder, monkeypatch):
+    from ..pg import drop_schema, fresh_schema, require_dsn
+
+    dsn = require_dsn()
+    schema = fresh_schema()
+    monkeypatch.setenv("SAYIIR_NB_DSN", dsn)
+    monkeypatch.setenv("SAYIIR_NB_SCHEMA", schema)
+    try:
+        book = run_notebook("05-workers.ipynb", folder)
+    finally:
+        drop_schema(dsn, schema)
+    out = text(book)
+    assert "completed {'campaign': 'spring', 'email': 4, 'sms': 2}" in out
+    assert "long: cancelled" in out
+    assert "worker stopped:" in out
+    assert WIDGET in mimes(book)
