@@ -51,8 +51,8 @@ class PooledWorker:
     workflow_registry
         The workflows this worker can execute (a
         :class:`~sayiir_nb.WorkflowRegistry` or an iterable of workflows).
-        A run of a workflow that is not in it fails with an error that says
-        so.
+        The worker claims runs of these workflows only; runs of others wait
+        for a worker that knows them.
     concurrency
         How many runs (or parts of runs) this worker executes at once.
     lease
@@ -284,8 +284,12 @@ class PooledWorker:
         claim_work = getattr(self.backend, "claim_work", None)
         if claim_work is not None:
             kinds = ("unit", "run") if self._shares else ("run",)
-            return claim_work(owner, self.lease_s, now, kinds)
-        return self.backend.claim_next(owner, self.lease_s, now), None
+            return claim_work(owner, self.lease_s, now, kinds, self._known())
+        return self.backend.claim_next(owner, self.lease_s, now, self._known()), None
+
+    def _known(self) -> list[str]:
+        """The workflows this worker claims runs of (its registry, now)."""
+        return self.workflows.names()
 
     def _run_claimed(
         self, loop: asyncio.AbstractEventLoop, lease: Lease, owner: str

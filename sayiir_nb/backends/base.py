@@ -11,7 +11,7 @@ abandoned run, which is what worker processes build on.
 from __future__ import annotations
 
 import threading
-from collections.abc import Container, Iterable
+from collections.abc import Collection, Container, Iterable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
@@ -190,9 +190,16 @@ class Backend(Protocol):
         live one."""
         ...
 
-    def claim_next(self, owner: str, lease_s: float, now_epoch: float) -> Lease | None:
+    def claim_next(
+        self,
+        owner: str,
+        lease_s: float,
+        now_epoch: float,
+        workflows: Collection[str] | None = None,
+    ) -> Lease | None:
         """Claim the next runnable run: pending, waiting and due, or running
-        with no live lease (its owner died)."""
+        with no live lease (its owner died); only runs of ``workflows`` if
+        given (the ones the claiming worker can execute)."""
         ...
 
     def current_lease(self, run_id: str) -> Lease | None: ...

@@ -13,7 +13,7 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -290,7 +290,13 @@ class DuckDBBackend:
     def claim(self, run_id: str, owner: str, lease_s: float) -> Lease | None:
         return self._leases.claim(run_id, owner, lease_s)
 
-    def claim_next(self, owner: str, lease_s: float, now_epoch: float) -> Lease | None:
+    def claim_next(
+        self,
+        owner: str,
+        lease_s: float,
+        now_epoch: float,
+        workflows: Collection[str] | None = None,
+    ) -> Lease | None:
         with self._lock:
             rows = self._query(
                 f"SELECT {_RUN_COLUMNS} FROM sayiir_runs "
@@ -302,7 +308,8 @@ class DuckDBBackend:
             leased = self._leases.leased()
             for row in rows:
                 run = _run_from_row(row)
-                if is_runnable(run, leased, now_epoch):
+                known = workflows is None or run.workflow_name in workflows
+                if known and is_runnable(run, leased, now_epoch):
                     lease = self._leases.claim(run.run_id, owner, lease_s)
                     if lease is not None:
                         return lease

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
@@ -99,10 +99,21 @@ class InMemoryBackend:
     def claim(self, run_id: str, owner: str, lease_s: float) -> Lease | None:
         return self._leases.claim(run_id, owner, lease_s)
 
-    def claim_next(self, owner: str, lease_s: float, now_epoch: float) -> Lease | None:
+    def claim_next(
+        self,
+        owner: str,
+        lease_s: float,
+        now_epoch: float,
+        workflows: Collection[str] | None = None,
+    ) -> Lease | None:
         with self._lock:
             leased = self._leases.leased()
-            due = [r for r in self._runs.values() if is_runnable(r, leased, now_epoch)]
+            due = [
+                r
+                for r in self._runs.values()
+                if is_runnable(r, leased, now_epoch)
+                and (workflows is None or r.workflow_name in workflows)
+            ]
             for run in sorted(due, key=lambda r: (r.wake_epoch or 0, r.created_epoch)):
                 lease = self._leases.claim(run.run_id, owner, lease_s)
                 if lease is not None:

@@ -22,7 +22,7 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -338,8 +338,14 @@ class PostgresBackend:
             run_id=run_id, owner=owner, fence=rows[0][0], expires_epoch=rows[0][1]
         )
 
-    def claim_next(self, owner: str, lease_s: float, now_epoch: float) -> Lease | None:
-        return self.claim_work(owner, lease_s, now_epoch, kinds=("run",))[0]
+    def claim_next(
+        self,
+        owner: str,
+        lease_s: float,
+        now_epoch: float,
+        workflows: Collection[str] | None = None,
+    ) -> Lease | None:
+        return self.claim_work(owner, lease_s, now_epoch, ("run",), workflows)[0]
 
     def claim_work(
         self,
@@ -347,13 +353,16 @@ class PostgresBackend:
         lease_s: float,
         now_epoch: float,
         kinds: tuple[str, ...] = ("unit", "run"),
+        workflows: Collection[str] | None = None,
     ) -> tuple[Lease | None, float | None]:
-        """Claim the next runnable work (a part of a run first, then a run);
-        if there is none, return when something is due next."""
+        """Claim the next runnable work (a part of a run first, then a run) of
+        ``workflows`` (any if ``None``); if there is none, return when
+        something is due next."""
+        names = None if workflows is None else sorted(workflows)
         rows = self._rows(
             "SELECT kind, run_id, unit_id, fence, expires_epoch, next_due_epoch "
-            "FROM {s}.claim_next(%s, %s, %s, %s)",
-            [owner, lease_s, now_epoch, ",".join(kinds)],
+            "FROM {s}.claim_next(%s, %s, %s, %s, %s::text[])",
+            [owner, lease_s, now_epoch, ",".join(kinds), names],
         )
         kind, run_id, unit_id, fence, expires, next_due = rows[0]
         if kind == "none":

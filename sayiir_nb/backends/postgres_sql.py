@@ -221,7 +221,7 @@ $$;
 -- owner's lease lapsed. kind is 'unit', 'run' or 'none'; for 'none',
 -- next_due_epoch says when something is due next (NULL: nothing planned).
 CREATE OR REPLACE FUNCTION {s}.claim_next(
-    p_owner text, p_lease float8, p_now float8, p_kinds text
+    p_owner text, p_lease float8, p_now float8, p_kinds text, p_names text[]
 ) RETURNS TABLE (
     kind text, run_id text, unit_id text, fence bigint, expires_epoch float8,
     next_due_epoch float8
@@ -238,9 +238,10 @@ BEGIN
         WHERE (u.run_id, u.unit_id) = (
             SELECT c.run_id, c.unit_id FROM {s}.units c
             JOIN {s}.runs r ON r.run_id = c.run_id AND r.state = 'running'
-            WHERE c.state = 'ready'
+                AND (p_names IS NULL OR r.workflow_name = ANY(p_names))
+            WHERE (c.state = 'ready'
                OR (c.state = 'claimed' AND c.expires_epoch < v_now)
-               OR (c.state = 'waiting' AND c.wake_epoch <= p_now)
+               OR (c.state = 'waiting' AND c.wake_epoch <= p_now))
             ORDER BY c.created_epoch LIMIT 1
             FOR UPDATE OF c SKIP LOCKED)
         RETURNING u.run_id, u.unit_id, u.fence INTO v_run, v_unit, v_fence;
@@ -257,6 +258,7 @@ BEGIN
             LEFT JOIN {s}.leases l ON l.run_id = r.run_id
             WHERE r.state IN ('pending', 'running', 'waiting')
               AND (l.owner IS NULL OR l.expires_epoch < v_now)
+              AND (p_names IS NULL OR r.workflow_name = ANY(p_names))
               AND (CASE WHEN r.state = 'waiting' THEN r.wake_epoch <= p_now
                    ELSE coalesce(r.wake_epoch, 0) <= p_now END)
             ORDER BY coalesce(r.wake_epoch, 0), r.created_epoch
