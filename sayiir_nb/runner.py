@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import json
 import logging
 import os
 import socket
@@ -16,7 +15,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .backends.base import (
-    AttemptRecord,
     Backend,
     Lease,
     RunRecord,
@@ -42,12 +40,12 @@ if TYPE_CHECKING:
     from .units import SharedSteps
 from .execution import RunExecution
 from .interrupt import has_running_loop, run_here, run_in_thread
-from .nodes import Route
 from .queue import check_compatible, check_run_id, encode_value, input_digest
 from .recovery import LOST_INTERRUPT, lost_attempts
 from .registry import WorkflowRegistry
-from .status import AttemptState, ErrorInfo, RunState, StepStatus, WorkflowStatus
-from .workflow import Workflow, walk
+from .status import ErrorInfo, RunState, WorkflowStatus
+from .steps import step_statuses
+from .workflow import Workflow
 
 if TYPE_CHECKING:
     from .history import History
@@ -704,7 +702,7 @@ class CheckpointingRunner:
             output=output,
             error=run.error,
             definition_hash=run.definition_hash,
-            steps=_step_statuses(snapshot, workflow),
+            steps=step_statuses(snapshot, workflow),
             wake_at_epoch=run.wake_epoch,
         )
 
@@ -740,68 +738,3 @@ def _check_signal_name(name: object) -> None:
         raise DefinitionError(
             f"a signal name must be a non-empty string; got {name!r}."
         )
-
-
-def _step_statuses(
-    snapshot: RunSnapshot, workflow: Workflow | None
-) -> tuple[StepStatus, ...]:
-    by_step: dict[str, list[AttemptRecord]] = {}
-    for attempt in snapshot.attempts:
-        by_step.setdefault(attempt.step_id, []).append(attempt)
-    # steps that ran, in the order they started; then those still to come
-    order = [(step, rows[0].task_name) for step, rows in by_step.items()]
-    if workflow is not None:
-        skipped = _branches_not_taken(snapshot, workflow)
-        order += [
-            (step_id, label)
-            for step_id, label in workflow.known_steps()
-            if step_id not in by_step and not step_id.startswith(skipped)
-        ]
-    return tuple(
-        _step_status(step_id, name, by_step.get(step_id)) for step_id, name in order
-    )
-
-
-def _branches_not_taken(snapshot: RunSnapshot, workflow: Workflow) -> tuple[str, ...]:
-    """Prefixes of the branches that the run's routes did not choose."""
-    prefixes = []
-    for prefix, node in walk(workflow.steps, loops=False):
-        if not isinstance(node, Route):
-            continue
-        route_id = prefix + node.node_id
-        stored = snapshot.checkpoints.get(route_id)
-        if stored is None:
-            continue
-        chosen = json.loads(stored).get("branch")
-        prefixes += [
-            f"{route_id}/{name}/" for name, _ in node.branches if name != chosen
-        ]
-    return tuple(prefixes)
-
-
-def _step_status(
-    step_id: str, task_name: str, rows: list[AttemptRecord] | None
-) -> StepStatus:
-    if not rows:
-        return StepStatus(
-            step_id=step_id, task_name=task_name, state="pending", attempts=0
-        )
-    last = rows[-1]
-    duration = None
-    if last.started_epoch and last.ended_epoch:
-        duration = last.ended_epoch - last.started_epoch
-    error = None
-    tried = 0
-    for row in rows:
-        if row.error is not None:
-            error = row.error
-        if row.state is not AttemptState.SCHEDULED:
-            tried += 1
-    return StepStatus(
-        step_id=step_id,
-        task_name=task_name,
-        state=last.state.value,
-        attempts=tried,
-        duration_s=duration,
-        error=error,
-    )

@@ -19,15 +19,14 @@ from __future__ import annotations
 import json
 import logging
 import re
-import threading
 import time
 import uuid
 from collections.abc import Callable, Collection, Iterator, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..errors import BackendError, LeaseLostError, RunNotFoundError
-from ..status import AttemptState, ErrorInfo, RunState
+from ..status import RunState
 from .base import (
     AttemptRecord,
     Lease,
@@ -36,6 +35,21 @@ from .base import (
     UnitRecord,
     WriteBatch,
     check_batch,
+)
+from .postgres_limits import SharedTaskLimits
+from .postgres_listen import PgListener
+from .postgres_rows import (
+    ATTEMPT_COLUMNS,
+    RUN_COLUMNS,
+    UNIT_COLUMNS,
+    attempt_from_row,
+    fill_history,
+    like_prefix,
+    payload,
+    run_from_row,
+    run_params,
+    safe_dsn,
+    unit_from_row,
 )
 from .postgres_sql import CONTRADICTION, LEASE_LOST, MIGRATIONS, SCHEMA_VERSION
 
@@ -52,23 +66,10 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,40}$")
-_RUN_COLUMNS = (
-    "run_id, workflow_name, definition_hash, state, input_json, input_digest, codec, "
-    "output_json, error_type, error_message, error_traceback, error_step, "
-    "created_epoch, updated_epoch, wake_epoch"
-)
-_ATTEMPT_COLUMNS = (
-    "run_id, step_id, task_name, attempt, state, scheduled_epoch, started_epoch, "
-    "ended_epoch, wait_before_s, owner, error_type, error_message, error_traceback"
-)
-_UNIT_COLUMNS = (
-    "run_id, unit_id, parent_id, kind, node_prefix, node_id, part, input_json, "
-    "context_json, state, wake_epoch"
-)
 _TRIES = 4
 
 
-class PostgresBackend:
+class PostgresBackend(SharedTaskLimits):
     """Runs, checkpoints, attempts, signals and the work queue in PostgreSQL.
 
     Parameters
@@ -230,12 +231,12 @@ class PostgresBackend:
         notify = record.state in (RunState.PENDING, RunState.WAITING)
         rows = self._rows(
             "WITH ins AS (INSERT INTO {s}.runs ("
-            + _RUN_COLUMNS
+            + RUN_COLUMNS
             + ") VALUES ("
             + ", ".join(["%s"] * 15)
             + ") ON CONFLICT (run_id) DO NOTHING RETURNING run_id) "
             "SELECT run_id, CASE WHEN %s THEN pg_notify(%s, run_id) END FROM ins",
-            [*_run_params(record), notify, self.channel],
+            [*run_params(record), notify, self.channel],
         )
         if rows:
             return record, True
@@ -281,49 +282,49 @@ class PostgresBackend:
                 conn.execute(
                     self._sql(
                         "INSERT INTO {s}.runs ("
-                        + _RUN_COLUMNS
+                        + RUN_COLUMNS
                         + ") VALUES ("
                         + ", ".join(["%s"] * 15)
                         + ")"
                     ),
-                    _run_params(record),
+                    run_params(record),
                 )
 
         self._with_conn(use)
 
     def get_run(self, run_id: str) -> RunRecord | None:
         rows = self._rows(
-            "SELECT " + _RUN_COLUMNS + " FROM {s}.runs WHERE run_id = %s", [run_id]
+            "SELECT " + RUN_COLUMNS + " FROM {s}.runs WHERE run_id = %s", [run_id]
         )
-        return _run_from_row(rows[0]) if rows else None
+        return run_from_row(rows[0]) if rows else None
 
     def load(self, run_id: str) -> RunSnapshot | None:
         run = self.get_run(run_id)
         if run is None:
             return None
         rows = self._rows(
-            "SELECT " + _ATTEMPT_COLUMNS + ", output_json FROM {s}.attempts "
+            "SELECT " + ATTEMPT_COLUMNS + ", output_json FROM {s}.attempts "
             "WHERE run_id = %s ORDER BY coalesce(started_epoch, scheduled_epoch), "
             "step_id, attempt",
             [run_id],
         )
         checkpoints = {row[1]: row[13] for row in rows if row[13] is not None}
-        attempts = tuple(_attempt_from_row(row[:13]) for row in rows)
+        attempts = tuple(attempt_from_row(row[:13]) for row in rows)
         return RunSnapshot(run=run, checkpoints=checkpoints, attempts=attempts)
 
     def attempts(self, run_id: str) -> list[AttemptRecord]:
         rows = self._rows(
-            "SELECT " + _ATTEMPT_COLUMNS + " FROM {s}.attempts WHERE run_id = %s "
+            "SELECT " + ATTEMPT_COLUMNS + " FROM {s}.attempts WHERE run_id = %s "
             "ORDER BY coalesce(started_epoch, scheduled_epoch), step_id, attempt",
             [run_id],
         )
-        return [_attempt_from_row(row) for row in rows]
+        return [attempt_from_row(row) for row in rows]
 
     def list_runs(self) -> list[RunRecord]:
         rows = self._rows(
-            "SELECT " + _RUN_COLUMNS + " FROM {s}.runs ORDER BY created_epoch"
+            "SELECT " + RUN_COLUMNS + " FROM {s}.runs ORDER BY created_epoch"
         )
-        return [_run_from_row(row) for row in rows]
+        return [run_from_row(row) for row in rows]
 
     # -- leases -------------------------------------------------------------
 
@@ -442,7 +443,7 @@ class PostgresBackend:
         """Void the leases of owners whose id starts with ``prefix`` except
         ``keep`` (a worker restarted under the same id gives up what its
         previous life held); return how many were voided."""
-        pattern = _like_prefix(prefix)
+        pattern = like_prefix(prefix)
         rows = self._rows(
             "WITH r AS (UPDATE {s}.leases SET owner = NULL, expires_epoch = NULL "
             "WHERE owner LIKE %s AND owner NOT LIKE %s RETURNING run_id), "
@@ -451,7 +452,7 @@ class PostgresBackend:
             "owner NOT LIKE %s RETURNING run_id) "
             "SELECT count(*), pg_notify(%s, 'released') FROM "
             "(SELECT run_id FROM r UNION ALL SELECT run_id FROM u) x",
-            [pattern, _like_prefix(keep), pattern, _like_prefix(keep), self.channel],
+            [pattern, like_prefix(keep), pattern, like_prefix(keep), self.channel],
         )
         return int(rows[0][0]) if rows else 0
 
@@ -461,9 +462,9 @@ class PostgresBackend:
         import psycopg
 
         check_batch(batch)
-        payload = json.dumps(_payload(batch), allow_nan=False)
+        body = json.dumps(payload(batch), allow_nan=False)
         sql = self._sql("SELECT {s}.write_batch(%s, %s, %s, %s::jsonb, %s)")
-        params = [lease.run_id, lease.unit, lease.fence, payload, time.time()]
+        params = [lease.run_id, lease.unit, lease.fence, body, time.time()]
         for attempt in range(1, _TRIES + 1):
             try:
                 self.round_trips += 1
@@ -534,7 +535,7 @@ class PostgresBackend:
             )
             for i, u in enumerate(units)
         ]  # fmt: skip
-        columns = _UNIT_COLUMNS + ", created_epoch"
+        columns = UNIT_COLUMNS + ", created_epoch"
 
         def use(conn: psycopg.Connection[Any]) -> None:
             with conn.transaction():
@@ -554,19 +555,19 @@ class PostgresBackend:
 
     def units(self, run_id: str, parent_id: str) -> list[UnitRecord]:
         rows = self._rows(
-            "SELECT " + _UNIT_COLUMNS + " FROM {s}.units WHERE run_id = %s AND "
+            "SELECT " + UNIT_COLUMNS + " FROM {s}.units WHERE run_id = %s AND "
             "parent_id = %s ORDER BY created_epoch",
             [run_id, parent_id],
         )
-        return [_unit_from_row(row) for row in rows]
+        return [unit_from_row(row) for row in rows]
 
     def get_unit(self, run_id: str, unit_id: str) -> UnitRecord | None:
         rows = self._rows(
-            "SELECT " + _UNIT_COLUMNS + " FROM {s}.units WHERE run_id = %s AND "
+            "SELECT " + UNIT_COLUMNS + " FROM {s}.units WHERE run_id = %s AND "
             "unit_id = %s",
             [run_id, unit_id],
         )
-        return _unit_from_row(rows[0]) if rows else None
+        return unit_from_row(rows[0]) if rows else None
 
     def claim_unit(
         self, run_id: str, parent_id: str, owner: str, lease_s: float, now_epoch: float
@@ -647,52 +648,6 @@ class PostgresBackend:
         )
         return (rows[0][0], rows[0][1]) if rows else None
 
-    # -- task limits ----------------------------------------------------------
-
-    def acquire_slot(
-        self, task_name: str, limit: int, holder: str, lease_s: float
-    ) -> int | None:
-        """Take one of ``limit`` slots of a task; ``None`` if all are held."""
-        rows = self._rows(
-            "WITH s AS (INSERT INTO {s}.task_slots (task_name, slot) "
-            "SELECT %s, generate_series(0, %s - 1) ON CONFLICT DO NOTHING) "
-            "UPDATE {s}.task_slots t SET holder = %s, "
-            "expires_epoch = {s}.now_epoch() + %s "
-            "WHERE (t.task_name, t.slot) = (SELECT c.task_name, c.slot FROM "
-            "{s}.task_slots c WHERE c.task_name = %s AND c.slot < %s AND "
-            "(c.holder IS NULL OR c.expires_epoch < {s}.now_epoch()) "
-            "ORDER BY c.slot LIMIT 1 FOR UPDATE SKIP LOCKED) RETURNING t.slot",
-            [task_name, limit, holder, lease_s, task_name, limit],
-        )
-        return rows[0][0] if rows else None
-
-    def renew_slots(self, holder_prefix: str, lease_s: float) -> None:
-        self._rows(
-            "UPDATE {s}.task_slots SET expires_epoch = {s}.now_epoch() + %s "
-            "WHERE holder LIKE %s",
-            [lease_s, _like_prefix(holder_prefix)],
-        )
-
-    def release_slot(self, task_name: str, slot: int, holder: str) -> None:
-        self._rows(
-            "UPDATE {s}.task_slots SET holder = NULL, expires_epoch = NULL "
-            "WHERE task_name = %s AND slot = %s AND holder = %s",
-            [task_name, slot, holder],
-        )
-
-    def reserve_rate(self, task_name: str, per_second: float) -> float:
-        """Reserve the next start allowed by a rate limit of ``per_second``
-        shared by every process; return its time (epoch, the server's clock,
-        which may be in the future)."""
-        rows = self._rows(
-            "INSERT INTO {s}.task_rates AS t VALUES (%s, {s}.now_epoch() + %s) "
-            "ON CONFLICT (task_name) DO UPDATE SET next_epoch = "
-            "greatest(t.next_epoch, {s}.now_epoch()) + %s "
-            "RETURNING t.next_epoch - %s - {s}.now_epoch()",
-            [task_name, 1 / per_second, 1 / per_second, 1 / per_second],
-        )
-        return time.time() + max(0.0, rows[0][0])
-
     # -- history ------------------------------------------------------------
 
     @contextmanager
@@ -701,10 +656,9 @@ class PostgresBackend:
         with the history views on it."""
         import duckdb
 
-        from .memory import insert_frame
         from .schema import migrate
 
-        runs = self._rows("SELECT " + _RUN_COLUMNS + " FROM {s}.runs")
+        runs = self._rows("SELECT " + RUN_COLUMNS + " FROM {s}.runs")
         attempts = self._rows(
             "SELECT run_id, step_id, task_name, attempt, state, scheduled_epoch, "
             "started_epoch, ended_epoch, wait_before_s, owner, output_json, "
@@ -718,43 +672,7 @@ class PostgresBackend:
         try:
             conn.execute("SET TimeZone = 'UTC'")
             migrate(conn, "the PostgreSQL history")
-            insert_frame(conn, "sayiir_runs", tuple(_RUN_COLUMNS.split(", ")), runs)
-            insert_frame(
-                conn,
-                "sayiir_attempts",
-                (*tuple(_ATTEMPT_COLUMNS.split(", ")[:10]), "output_json"),
-                [row[:11] for row in attempts],
-            )
-            insert_frame(
-                conn,
-                "sayiir_attempt_errors",
-                (
-                    "run_id",
-                    "step_id",
-                    "attempt",
-                    "error_type",
-                    "error_message",
-                    "error_traceback",
-                ),
-                [
-                    (row[0], row[1], row[3], row[11], row[12] or "", row[13] or "")
-                    for row in attempts
-                    if row[11] is not None
-                ],
-            )
-            insert_frame(
-                conn,
-                "sayiir_signals",
-                (
-                    "run_id",
-                    "signal_id",
-                    "name",
-                    "payload_json",
-                    "sent_epoch",
-                    "consumed_epoch",
-                ),
-                signals,
-            )
+            fill_history(conn, runs, attempts, signals)
             yield conn
         finally:
             conn.close()
@@ -815,137 +733,6 @@ class PostgresBackend:
         self.close()
 
 
-class PgListener:
-    """LISTEN on the backend's channels from a connection of its own.
-
-    A thread reads notifications and wakes :meth:`wait`; if the connection
-    drops it is opened again (and waiters are woken, since notifications may
-    have been missed meanwhile). ``wait`` always returns by its timeout, so
-    polling remains the fallback.
-    """
-
-    def __init__(self, backend: PostgresBackend) -> None:
-        self.backend = backend
-        self.channels = tuple(
-            f"{backend.schema}_{name}" for name in ("work", "units", "control")
-        )
-        self._cond = threading.Condition()
-        self._events = 0
-        self._controls: set[str] = set()
-        self._stop = threading.Event()
-        self._conn: psycopg.Connection[Any] | None = None
-        self.connected = threading.Event()
-        self.on_control: Callable[[str], object] | None = None
-        self._thread = threading.Thread(
-            target=self._loop, name=f"sayiir-listen-{backend.schema}", daemon=True
-        )
-        self._thread.start()
-
-    def wait(self, timeout_s: float, seen: int) -> int:
-        """Wait up to ``timeout_s`` for a notification after event ``seen``;
-        return the current event count."""
-        with self._cond:
-            if self._events == seen:
-                self._cond.wait(timeout_s)
-            return self._events
-
-    @property
-    def events(self) -> int:
-        return self._events
-
-    def take_controls(self) -> set[str]:
-        """Run ids that were asked to stop since the last call."""
-        with self._cond:
-            found, self._controls = self._controls, set()
-            return found
-
-    def wake(self) -> None:
-        """Wake every waiter now."""
-        self._wake()
-
-    def _wake(self, control: str | None = None) -> None:
-        if control is not None and self.on_control is not None:
-            try:
-                self.on_control(control)
-            except Exception as error:
-                logger.warning(
-                    "reading the request for run %s failed: %s",
-                    control,
-                    error,
-                    extra={"event": "listener.control_failed", "run_id": control},
-                )
-        with self._cond:
-            self._events += 1
-            if control is not None:
-                self._controls.add(control)
-            self._cond.notify_all()
-
-    def _loop(self) -> None:
-        import psycopg
-
-        delay = 0.1
-        while not self._stop.is_set():
-            try:
-                conn = psycopg.connect(
-                    self.backend.dsn, autocommit=True, application_name="sayiir-nb"
-                )
-            except psycopg.Error as error:
-                logger.warning(
-                    "cannot open the listening connection (%s); retrying",
-                    error,
-                    extra={"event": "listener.reconnect"},
-                )
-                self._stop.wait(delay)
-                delay = min(delay * 2, 5.0)
-                continue
-            self._conn = conn
-            try:
-                for channel in self.channels:
-                    conn.execute(f'LISTEN "{channel}"')
-                delay = 0.1
-                self.connected.set()
-                self._wake()  # notifications may have been missed meanwhile
-                while not self._stop.is_set():
-                    for note in conn.notifies(timeout=0.5):
-                        control = (
-                            note.payload if note.channel.endswith("_control") else None
-                        )
-                        self._wake(control)
-            except psycopg.Error as error:
-                if not self._stop.is_set():
-                    logger.warning(
-                        "the listening connection failed (%s); reconnecting",
-                        error,
-                        extra={"event": "listener.reconnect"},
-                    )
-            finally:
-                self.connected.clear()
-                self._conn = None
-                with _suppressed():
-                    conn.close()
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-
-
-@contextmanager
-def _suppressed() -> Iterator[None]:
-    with suppress(Exception):
-        yield
-
-
-def safe_dsn(dsn: str) -> str:
-    """``dsn`` with any password replaced by ``***``."""
-    masked = re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", dsn)
-    return re.sub(r"(password\s*=\s*)(\S+)", r"\1***", masked, flags=re.I)
-
-
-def _like_prefix(prefix: str) -> str:
-    escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return escaped + "%"
-
-
 def _check_lease(
     conn: psycopg.Connection[Any], backend: PostgresBackend, lease: Lease
 ) -> None:
@@ -983,157 +770,3 @@ def _translate(
     if state in (CONTRADICTION, "23505"):
         return BackendError(f"{message}; nothing was written.")
     return BackendError(f"{backend!r}: {message}")
-
-
-def _payload(batch: WriteBatch) -> dict[str, Any]:
-    point = batch.checkpoint
-
-    def row(a: AttemptRecord) -> dict[str, Any]:
-        is_point = (
-            point is not None
-            and point.step_id == a.step_id
-            and a.state is AttemptState.SUCCEEDED
-        )
-        error = a.error
-        return {
-            "run_id": a.run_id,
-            "step_id": a.step_id,
-            "task_name": a.task_name,
-            "attempt": a.attempt,
-            "state": a.state.value,
-            "scheduled_epoch": _finite(a.scheduled_epoch),
-            "started_epoch": _finite(a.started_epoch),
-            "ended_epoch": _finite(a.ended_epoch),
-            "wait_before_s": a.wait_before_s,
-            "owner": a.owner,
-            "output_json": point.output_json if is_point and point else None,
-            "error_type": error.type if error else None,
-            "error_message": error.message if error else None,
-            "error_traceback": error.traceback if error else None,
-        }
-
-    run = None
-    if batch.run is not None:
-        update = batch.run
-        error = update.error
-        run = {
-            "state": update.state.value,
-            "output_json": update.output_json,
-            "error_type": error.type if error else None,
-            "error_message": error.message if error else None,
-            "error_traceback": error.traceback if error else None,
-            "error_step": error.step_id if error else None,
-            "wake_epoch": _finite(update.wake_epoch),
-        }
-    return {
-        "inserts": [row(a) for a in batch.inserts],
-        "updates": [row(a) for a in batch.updates],
-        "checkpoint": {"step_id": point.step_id} if point else None,
-        "run": run,
-        "consume_signal": batch.consume_signal,
-    }
-
-
-def _finite(value: float | None) -> float | None:
-    if value is None or value != value or value in (float("inf"), float("-inf")):
-        return None
-    return value
-
-
-def _run_params(r: RunRecord) -> list[Any]:
-    error = r.error
-    return [
-        r.run_id,
-        r.workflow_name,
-        r.definition_hash,
-        r.state.value,
-        r.input_json,
-        r.input_digest,
-        r.codec,
-        r.output_json,
-        error.type if error else None,
-        error.message if error else None,
-        error.traceback if error else None,
-        error.step_id if error else None,
-        r.created_epoch,
-        r.updated_epoch,
-        _finite(r.wake_epoch),
-    ]
-
-
-def _run_from_row(row: tuple[Any, ...]) -> RunRecord:
-    (
-        run_id, workflow, definition, state, input_json, digest, codec, output,
-        error_type, error_message, error_traceback, error_step, created, updated,
-        wake,
-    ) = row  # fmt: skip
-    error = None
-    if error_type is not None:
-        error = ErrorInfo(
-            type=error_type,
-            message=error_message or "",
-            traceback=error_traceback or "",
-            step_id=error_step,
-        )
-    return RunRecord(
-        run_id=run_id,
-        workflow_name=workflow,
-        definition_hash=definition,
-        state=RunState(state),
-        input_json=input_json,
-        input_digest=digest,
-        codec=codec,
-        output_json=output,
-        error=error,
-        created_epoch=created,
-        updated_epoch=updated,
-        wake_epoch=wake,
-    )
-
-
-def _attempt_from_row(row: tuple[Any, ...]) -> AttemptRecord:
-    (
-        run_id, step_id, task_name, attempt, state, scheduled, started, ended,
-        wait_s, owner, error_type, error_message, error_traceback,
-    ) = row  # fmt: skip
-    error = None
-    if error_type is not None:
-        error = ErrorInfo(
-            type=error_type,
-            message=error_message or "",
-            traceback=error_traceback or "",
-            step_id=step_id,
-        )
-    return AttemptRecord(
-        run_id=run_id,
-        step_id=step_id,
-        task_name=task_name,
-        attempt=attempt,
-        state=AttemptState(state),
-        scheduled_epoch=scheduled,
-        started_epoch=started,
-        ended_epoch=ended,
-        wait_before_s=wait_s,
-        error=error,
-        owner=owner,
-    )
-
-
-def _unit_from_row(row: tuple[Any, ...]) -> UnitRecord:
-    (
-        run_id, unit_id, parent_id, kind, node_prefix, node_id, part, input_json,
-        context_json, state, wake,
-    ) = row  # fmt: skip
-    return UnitRecord(
-        run_id=run_id,
-        unit_id=unit_id,
-        parent_id=parent_id,
-        kind=kind,
-        node_prefix=node_prefix,
-        node_id=node_id,
-        part=part,
-        input_json=input_json,
-        context_json=context_json,
-        state=state,
-        wake_epoch=wake,
-    )

@@ -1,0 +1,64 @@
+"""Task limits shared through PostgreSQL: concurrency slots and a rate's
+next free start, used by :mod:`sayiir_nb.limits`."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from .postgres_rows import like_prefix
+
+
+class SharedTaskLimits:
+    """The task-limit statements of :class:`PostgresBackend` (a mixin: it
+    needs the backend's ``_rows``)."""
+
+    def _rows(
+        self, sql: str, params: Sequence[Any] = (), *, retry: bool = True
+    ) -> list[tuple[Any, ...]]:
+        raise NotImplementedError
+
+    def acquire_slot(
+        self, task_name: str, limit: int, holder: str, lease_s: float
+    ) -> int | None:
+        """Take one of ``limit`` slots of a task; ``None`` if all are held."""
+        rows = self._rows(
+            "WITH s AS (INSERT INTO {s}.task_slots (task_name, slot) "
+            "SELECT %s, generate_series(0, %s - 1) ON CONFLICT DO NOTHING) "
+            "UPDATE {s}.task_slots t SET holder = %s, "
+            "expires_epoch = {s}.now_epoch() + %s "
+            "WHERE (t.task_name, t.slot) = (SELECT c.task_name, c.slot FROM "
+            "{s}.task_slots c WHERE c.task_name = %s AND c.slot < %s AND "
+            "(c.holder IS NULL OR c.expires_epoch < {s}.now_epoch()) "
+            "ORDER BY c.slot LIMIT 1 FOR UPDATE SKIP LOCKED) RETURNING t.slot",
+            [task_name, limit, holder, lease_s, task_name, limit],
+        )
+        return rows[0][0] if rows else None
+
+    def renew_slots(self, holder_prefix: str, lease_s: float) -> None:
+        self._rows(
+            "UPDATE {s}.task_slots SET expires_epoch = {s}.now_epoch() + %s "
+            "WHERE holder LIKE %s",
+            [lease_s, like_prefix(holder_prefix)],
+        )
+
+    def release_slot(self, task_name: str, slot: int, holder: str) -> None:
+        self._rows(
+            "UPDATE {s}.task_slots SET holder = NULL, expires_epoch = NULL "
+            "WHERE task_name = %s AND slot = %s AND holder = %s",
+            [task_name, slot, holder],
+        )
+
+    def reserve_rate(self, task_name: str, per_second: float) -> float:
+        """Reserve the next start allowed by a rate limit of ``per_second``
+        shared by every process; return its time (epoch, the server's clock,
+        which may be in the future)."""
+        rows = self._rows(
+            "INSERT INTO {s}.task_rates AS t VALUES (%s, {s}.now_epoch() + %s) "
+            "ON CONFLICT (task_name) DO UPDATE SET next_epoch = "
+            "greatest(t.next_epoch, {s}.now_epoch()) + %s "
+            "RETURNING t.next_epoch - %s - {s}.now_epoch()",
+            [task_name, 1 / per_second, 1 / per_second, 1 / per_second],
+        )
+        return time.time() + max(0.0, rows[0][0])
