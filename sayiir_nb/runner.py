@@ -490,7 +490,7 @@ class CheckpointingRunner:
                 ),
             )
             return self._status(run.run_id, workflow)
-        resume = lost_attempts(snapshot, workflow)
+        resume = lost_attempts(_without_live_units(self.backend, snapshot), workflow)
         self.backend.write(
             lease, replace(resume, run=RunUpdate(state=RunState.RUNNING))
         )
@@ -726,6 +726,23 @@ class CheckpointingRunner:
             )
         finally:
             self.backend.release(lease)
+
+
+def _without_live_units(backend: Backend, snapshot: RunSnapshot) -> RunSnapshot:
+    """``snapshot`` without the attempts of parts that other workers are
+    running now (they are not lost: their workers still hold them)."""
+    live_units = getattr(backend, "live_units", None)
+    if live_units is None:
+        return snapshot
+    from .units import inside
+
+    held = live_units(snapshot.run.run_id)
+    if not held:
+        return snapshot
+    kept = tuple(
+        a for a in snapshot.attempts if not any(inside(a.step_id, u) for u in held)
+    )
+    return replace(snapshot, attempts=kept)
 
 
 def _stays(state: RunState) -> bool:

@@ -134,6 +134,7 @@ def item_units(
             part=str(index),
             input_json=ex.codec.encode(item),
             context_json=context,
+            max_claimed=node.concurrency,
         )
         for index, item in enumerate(items)
     ]
@@ -217,13 +218,14 @@ def _mark_lost_attempts(ex: RunExecution, unit: UnitRecord) -> None:
         )
         for rows in ex.history.values()
         for a in rows
-        if a.state is AttemptState.RUNNING and _inside(a.step_id, unit)
+        if a.state is AttemptState.RUNNING and inside(a.step_id, unit)
     )
     if lost:
         ex.write(WriteBatch(updates=lost))
 
 
-def _inside(step_id: str, unit: UnitRecord) -> bool:
+def inside(step_id: str, unit: UnitRecord) -> bool:
+    """Whether step ``step_id`` belongs to ``unit``."""
     if unit.kind == "item":
         return step_id == unit.unit_id
     return step_id.startswith(unit.unit_id)

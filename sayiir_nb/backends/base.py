@@ -134,6 +134,8 @@ class UnitRecord:
     part receives and ``context_json`` the input of the child workflow it is
     in (``None``: the run's). ``state`` is ``ready``, ``claimed``, ``done``,
     ``failed`` or ``waiting`` (until ``wake_epoch``, or a signal).
+    ``max_claimed`` is how many parts of the same parent may be claimed at
+    once (a fan-out's concurrency; ``None``: no limit).
     """
 
     run_id: str
@@ -147,6 +149,7 @@ class UnitRecord:
     context_json: str | None = None
     state: str = "ready"
     wake_epoch: float | None = None
+    max_claimed: int | None = None
 
 
 @dataclass(frozen=True, kw_only=True)

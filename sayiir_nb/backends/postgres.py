@@ -531,7 +531,8 @@ class PostgresBackend(SharedTaskLimits):
         rows = [
             (
                 u.run_id, u.unit_id, u.parent_id, u.kind, u.node_prefix, u.node_id,
-                u.part, u.input_json, u.context_json, "ready", None, now + i * 1e-6,
+                u.part, u.input_json, u.context_json, "ready", None,
+                u.max_claimed, now + i * 1e-6,
             )
             for i, u in enumerate(units)
         ]  # fmt: skip
@@ -544,7 +545,7 @@ class PostgresBackend(SharedTaskLimits):
                     cursor.executemany(
                         self._sql(
                             f"INSERT INTO {{s}}.units ({columns}) VALUES ("
-                            + ", ".join(["%s"] * 12)
+                            + ", ".join(["%s"] * 13)
                             + ") ON CONFLICT (run_id, unit_id) DO NOTHING"
                         ),
                         rows,
@@ -561,6 +562,15 @@ class PostgresBackend(SharedTaskLimits):
         )
         return [unit_from_row(row) for row in rows]
 
+    def live_units(self, run_id: str) -> list[UnitRecord]:
+        """The parts of a run that a worker holds a live claim on now."""
+        rows = self._rows(
+            "SELECT " + UNIT_COLUMNS + " FROM {s}.units WHERE run_id = %s AND "
+            "state = 'claimed' AND expires_epoch > {s}.now_epoch()",
+            [run_id],
+        )
+        return [unit_from_row(row) for row in rows]
+
     def get_unit(self, run_id: str, unit_id: str) -> UnitRecord | None:
         rows = self._rows(
             "SELECT " + UNIT_COLUMNS + " FROM {s}.units WHERE run_id = %s AND "
@@ -570,18 +580,20 @@ class PostgresBackend(SharedTaskLimits):
         return unit_from_row(rows[0]) if rows else None
 
     def claim_unit(
-        self, run_id: str, parent_id: str, owner: str, lease_s: float, now_epoch: float
+        self,
+        run_id: str,
+        parent_id: str,
+        owner: str,
+        lease_s: float,
+        now_epoch: float,
+        workflows: Collection[str] | None = None,
     ) -> Lease | None:
         """Claim a claimable part of ``parent_id`` in run ``run_id``."""
+        names = None if workflows is None else sorted(workflows)
         rows = self._rows(
-            "UPDATE {s}.units u SET state = 'claimed', owner = %s, fence = u.fence + 1,"
-            " expires_epoch = {s}.now_epoch() + %s WHERE (u.run_id, u.unit_id) = ("
-            "SELECT c.run_id, c.unit_id FROM {s}.units c WHERE c.run_id = %s AND "
-            "c.parent_id = %s AND (c.state = 'ready' OR (c.state = 'claimed' AND "
-            "c.expires_epoch < {s}.now_epoch()) OR (c.state = 'waiting' AND "
-            "c.wake_epoch <= %s)) ORDER BY c.created_epoch LIMIT 1 "
-            "FOR UPDATE SKIP LOCKED) RETURNING u.unit_id, u.fence, u.expires_epoch",
-            [owner, lease_s, run_id, parent_id, now_epoch],
+            "SELECT o_unit, o_fence, {s}.now_epoch() + %s FROM "
+            "{s}.claim_unit(%s, %s, %s, %s, %s, %s::text[])",
+            [lease_s, owner, lease_s, now_epoch, run_id, parent_id, names],
         )
         if not rows:
             return None

@@ -23,7 +23,7 @@ ATTEMPT_COLUMNS = (
 )
 UNIT_COLUMNS = (
     "run_id, unit_id, parent_id, kind, node_prefix, node_id, part, input_json, "
-    "context_json, state, wake_epoch"
+    "context_json, state, wake_epoch, max_claimed"
 )
 
 
@@ -175,7 +175,7 @@ def attempt_from_row(row: tuple[Any, ...]) -> AttemptRecord:
 def unit_from_row(row: tuple[Any, ...]) -> UnitRecord:
     (
         run_id, unit_id, parent_id, kind, node_prefix, node_id, part, input_json,
-        context_json, state, wake,
+        context_json, state, wake, max_claimed,
     ) = row  # fmt: skip
     return UnitRecord(
         run_id=run_id,
@@ -189,6 +189,7 @@ def unit_from_row(row: tuple[Any, ...]) -> UnitRecord:
         context_json=context_json,
         state=state,
         wake_epoch=wake,
+        max_claimed=max_claimed,
     )
 
 

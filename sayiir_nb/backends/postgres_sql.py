@@ -86,6 +86,7 @@ CREATE TABLE {s}.units (
     context_json text,
     state text NOT NULL,
     wake_epoch double precision,
+    max_claimed integer,
     owner text,
     fence bigint NOT NULL DEFAULT 0,
     expires_epoch double precision,
@@ -216,6 +217,49 @@ RETURNS TABLE (fence bigint, expires_epoch float8) LANGUAGE sql AS $$
     RETURNING l.fence, l.expires_epoch
 $$;
 
+-- Claim a part of a running run: of one parallel or fan-out (p_run and
+-- p_parent) or of any run (NULL). A fan-out's parts carry max_claimed, its
+-- concurrency: an advisory lock per fan-out makes the count and the claim
+-- one step, so no more than that are claimed at once, whichever worker
+-- claims them.
+CREATE OR REPLACE FUNCTION {s}.claim_unit(
+    p_owner text, p_lease float8, p_now float8, p_run text, p_parent text,
+    p_names text[]
+) RETURNS TABLE (o_run text, o_unit text, o_fence bigint)
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_now float8 := {s}.now_epoch();
+    c record;
+BEGIN
+    FOR c IN
+        SELECT u.run_id, u.unit_id, u.parent_id, u.max_claimed FROM {s}.units u
+        JOIN {s}.runs r ON r.run_id = u.run_id AND r.state = 'running'
+            AND (p_names IS NULL OR r.workflow_name = ANY(p_names))
+        WHERE (p_run IS NULL OR (u.run_id = p_run AND u.parent_id = p_parent))
+          AND (u.state = 'ready'
+               OR (u.state = 'claimed' AND u.expires_epoch < v_now)
+               OR (u.state = 'waiting' AND u.wake_epoch <= p_now))
+        ORDER BY u.created_epoch LIMIT 8
+        FOR UPDATE OF u SKIP LOCKED
+    LOOP
+        IF c.max_claimed IS NOT NULL THEN
+            PERFORM pg_advisory_xact_lock(
+                hashtext('sayiir-nb fan-out ' || c.run_id || chr(31) || c.parent_id));
+            IF (SELECT count(*) FROM {s}.units x WHERE x.run_id = c.run_id
+                AND x.parent_id = c.parent_id AND x.state = 'claimed'
+                AND x.expires_epoch >= v_now) >= c.max_claimed THEN
+                CONTINUE;
+            END IF;
+        END IF;
+        UPDATE {s}.units u SET state = 'claimed', owner = p_owner,
+            fence = u.fence + 1, expires_epoch = v_now + p_lease
+        WHERE u.run_id = c.run_id AND u.unit_id = c.unit_id
+        RETURNING u.run_id, u.unit_id, u.fence INTO o_run, o_unit, o_fence;
+        RETURN NEXT;
+        RETURN;
+    END LOOP;
+END $$;
+
 -- Claim the next runnable work: a part of a running run first (it helps a
 -- run that is already under way), else a run that is pending, due or whose
 -- owner's lease lapsed. kind is 'unit', 'run' or 'none'; for 'none',
@@ -233,19 +277,9 @@ DECLARE
     v_fence bigint;
 BEGIN
     IF position('unit' in p_kinds) > 0 THEN
-        UPDATE {s}.units u SET state = 'claimed', owner = p_owner,
-            fence = u.fence + 1, expires_epoch = v_now + p_lease
-        WHERE (u.run_id, u.unit_id) = (
-            SELECT c.run_id, c.unit_id FROM {s}.units c
-            JOIN {s}.runs r ON r.run_id = c.run_id AND r.state = 'running'
-                AND (p_names IS NULL OR r.workflow_name = ANY(p_names))
-            WHERE (c.state = 'ready'
-               OR (c.state = 'claimed' AND c.expires_epoch < v_now)
-               OR (c.state = 'waiting' AND c.wake_epoch <= p_now))
-            ORDER BY c.created_epoch LIMIT 1
-            FOR UPDATE OF c SKIP LOCKED)
-        RETURNING u.run_id, u.unit_id, u.fence INTO v_run, v_unit, v_fence;
-        IF FOUND THEN
+        SELECT c.o_run, c.o_unit, c.o_fence INTO v_run, v_unit, v_fence
+            FROM {s}.claim_unit(p_owner, p_lease, p_now, NULL, NULL, p_names) c;
+        IF v_run IS NOT NULL THEN
             RETURN QUERY SELECT 'unit'::text, v_run, v_unit, v_fence,
                 v_now + p_lease, NULL::float8;
             RETURN;

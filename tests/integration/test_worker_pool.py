@@ -287,3 +287,60 @@ def test_task_limits_hold_across_workers(schema) -> None:
     assert min(gaps) >= 0.04  # 20 per second: one start every 0.05 s
     for b in backends:
         b.close()
+
+
+def test_branches_and_items_of_one_run_run_on_several_workers(schema) -> None:
+    dsn, name = schema
+    backends = [PostgresBackend(dsn, schema=name) for _ in range(3)]
+    lock = threading.Lock()
+    running = {"now": 0, "most": 0}
+
+    @task
+    def branch(x):
+        time.sleep(0.4)
+        return x
+
+    @task
+    def item(x):
+        with lock:
+            running["now"] += 1
+            running["most"] = max(running["most"], running["now"])
+        time.sleep(0.1)
+        with lock:
+            running["now"] -= 1
+        return x * 2
+
+    wf = (
+        Flow("spread")
+        .parallel("p", {"left": branch, "right": branch})
+        .then(lambda d: list(range(8)), name="items")
+        .fan_out(item, concurrency=2)
+        .then(sum, name="total")
+        .build()
+    )
+    workers = [
+        PooledWorker(f"s{i}", b, [wf], concurrency=1 if i < 2 else 3).start()
+        for i, b in enumerate(backends)
+    ]
+    runner = CheckpointingRunner(backends[0], workflows=WorkflowRegistry([wf]))
+    try:
+        backends[0].enqueue_workflow(wf, "spread-1", 1)
+        wait_for(
+            lambda: runner.status("spread-1").state is RunState.COMPLETED,
+            30,
+            "the spread run",
+        )
+    finally:
+        for worker in workers:
+            worker.stop(grace=1)
+    assert runner.status("spread-1").output == 2 * sum(range(8))
+    branches = [
+        a for a in backends[0].attempts("spread-1") if a.step_id.startswith("p/")
+    ]
+    assert len(branches) == 2
+    assert branches[0].owner.split("/")[0] != branches[1].owner.split("/")[0]
+    first, second = sorted(branches, key=lambda a: a.started_epoch)
+    assert second.started_epoch < first.ended_epoch  # at the same time
+    assert running["most"] == 2  # the fan-out's concurrency, across workers
+    for b in backends:
+        b.close()
