@@ -116,6 +116,7 @@ class PostgresBackend(SharedTaskLimits):
         self._closed = False
         self._requests: dict[str, str | None] = {}
         self.round_trips = 0  # statements sent by _rows and write (a benchmark figure)
+        _check_reachable(dsn)
         self._pool: ConnectionPool = ConnectionPool(
             dsn,
             min_size=1,
@@ -743,6 +744,21 @@ class PostgresBackend(SharedTaskLimits):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _check_reachable(dsn: str) -> None:
+    """Fail at once, naming the server, if it cannot be reached (the pool
+    would retry quietly until its timeout)."""
+    import psycopg
+
+    try:
+        psycopg.connect(dsn, connect_timeout=10).close()
+    except psycopg.Error as error:
+        reason = str(error).strip().splitlines()[-1] if str(error).strip() else error
+        raise BackendError(
+            f"cannot connect to PostgreSQL at {safe_dsn(dsn)}: {reason}. Check the "
+            "DSN and that the server accepts connections from here."
+        ) from None
 
 
 def _check_lease(

@@ -344,3 +344,15 @@ def test_branches_and_items_of_one_run_run_on_several_workers(schema) -> None:
     assert running["most"] == 2  # the fan-out's concurrency, across workers
     for b in backends:
         b.close()
+
+
+def test_bad_connection_settings_get_clear_errors() -> None:
+    from sayiir_nb import BackendError
+
+    began = time.monotonic()
+    with pytest.raises(BackendError, match=r"cannot connect to PostgreSQL at") as info:
+        PostgresBackend("postgresql://someone:s3cret@127.0.0.1:9/nowhere")
+    assert "s3cret" not in str(info.value) and "***" in str(info.value)
+    assert time.monotonic() - began < 10
+    with pytest.raises(BackendError, match=r"schema name 'Bad-Name'"):
+        PostgresBackend("postgresql://postgres@127.0.0.1/test", schema="Bad-Name")
