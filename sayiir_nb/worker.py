@@ -88,9 +88,14 @@ class PooledWorker:
         inline_wait: Duration = 1.0,
         codec: Codec | None = None,
     ) -> None:
-        if not isinstance(worker_id, str) or not worker_id.strip() or "%" in worker_id:
+        if (
+            not isinstance(worker_id, str)
+            or not worker_id.strip()
+            or set(worker_id) & {"%", "/"}
+        ):
             raise DefinitionError(
-                f"worker_id must be a non-empty string without '%'; got {worker_id!r}."
+                "worker_id must be a non-empty string without '/' or '%' (for "
+                f"example 'host-1'); got {worker_id!r}."
             )
         if isinstance(concurrency, bool) or not isinstance(concurrency, int):
             raise DefinitionError(
@@ -151,8 +156,10 @@ class PooledWorker:
         if released is not None:
             count = released(f"{self.worker_id}/", self.owner)
             if count:
-                logger.info(
-                    "worker %s gave up %d claims of its previous run",
+                logger.warning(
+                    "worker %s took back %d claims held under its id; if another "
+                    "worker with this id is still running, give each worker its "
+                    "own id (its steps would run twice)",
                     self.worker_id,
                     count,
                     extra={"event": "worker.reclaimed", "worker": self.worker_id},
@@ -231,11 +238,11 @@ class PooledWorker:
         self.stop()
 
     def _give_up(self, lease: Lease) -> None:
+        """Give back a lease whose step did not finish in the grace period;
+        the step's late write is then refused (the release is fenced, so a
+        lease another worker took meanwhile is left alone)."""
         try:
-            if lease.unit:
-                self.backend.release(lease)
-            else:
-                self.backend.revoke(lease.run_id)
+            self.backend.release(lease)
         except Exception as error:
             logger.warning(
                 "could not give up the lease of run %s: %s",

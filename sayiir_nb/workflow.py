@@ -171,10 +171,12 @@ class Flow:
 
         A branch is a task, a plain function, a list of them (a chain), a
         ``Flow`` or a ``Workflow``. Async tasks run on the event loop and sync
-        tasks in threads, so two branches of 0.5 s take about 0.5 s. Every
-        branch gets the same input. A failed branch (after its retries) fails
-        the node with an error naming the branch, once the other branches
-        have finished.
+        tasks in threads, so two branches of 0.5 s take about 0.5 s. Under
+        PostgreSQL workers each branch is claimed on its own, so branches run
+        at once as far as the pool has free slots (a pool of one slot runs
+        them one after the other). Every branch gets the same input. A
+        failed branch (after its retries) fails the node with an error naming
+        the branch, once the other branches have finished.
         """
         pairs = self._branches(name, branches, "parallel")
         return self._add(Parallel(node_id=name, branches=pairs), "parallel")

@@ -352,9 +352,10 @@ class LocalLeases:
         return self._requests.get(run_id)
 
     def settled(self, run_id: str, state: RunState) -> None:
-        """Forget a request once the run left the running state; wake workers
-        if it went back to the queue."""
-        if state is not RunState.RUNNING and run_id in self._requests:
+        """Forget a request once the run reached a state that answers it; wake
+        workers if it went back to the queue."""
+        queued = (RunState.RUNNING, RunState.WAITING, RunState.PENDING)
+        if state not in queued and run_id in self._requests:
             with self._lock:
                 self._requests.pop(run_id, None)
         if state in (RunState.PENDING, RunState.WAITING):

@@ -116,7 +116,7 @@ class PostgresBackend(SharedTaskLimits):
         self._closed = False
         self._requests: dict[str, str | None] = {}
         self.round_trips = 0  # statements sent by _rows and write (a benchmark figure)
-        _check_reachable(dsn)
+        _check_reachable(dsn, schema)
         self._pool: ConnectionPool = ConnectionPool(
             dsn,
             min_size=1,
@@ -472,6 +472,8 @@ class PostgresBackend(SharedTaskLimits):
                 with self._pool.connection(timeout=30) as conn:
                     row = conn.execute(sql, params).fetchone()
                 self._requests[lease.run_id] = row[0] if row else None
+                if batch.run is not None and batch.run.state.is_finished:
+                    self._requests.pop(lease.run_id, None)  # nothing to ask now
                 return
             except psycopg.OperationalError as error:
                 if attempt == _TRIES or self._closed:
@@ -746,19 +748,25 @@ class PostgresBackend(SharedTaskLimits):
         self.close()
 
 
-def _check_reachable(dsn: str) -> None:
+def _check_reachable(dsn: str, schema: str) -> None:
     """Fail at once, naming the server, if it cannot be reached (the pool
-    would retry quietly until its timeout)."""
+    would retry quietly until its timeout), or if ``schema`` is reserved."""
     import psycopg
 
     try:
-        psycopg.connect(dsn, connect_timeout=10).close()
+        with psycopg.connect(dsn, connect_timeout=10) as conn:
+            row = conn.execute("SELECT quote_ident(%s)", [schema]).fetchone()
     except psycopg.Error as error:
         reason = str(error).strip().splitlines()[-1] if str(error).strip() else error
         raise BackendError(
             f"cannot connect to PostgreSQL at {safe_dsn(dsn)}: {reason}. Check the "
             "DSN and that the server accepts connections from here."
         ) from None
+    if row is None or row[0] != schema:
+        raise BackendError(
+            f"schema name {schema!r} is a word PostgreSQL reserves; choose another "
+            "(for example 'sayiir' or 'sayiir_app')."
+        )
 
 
 def _check_lease(

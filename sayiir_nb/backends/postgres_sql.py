@@ -190,9 +190,9 @@ BEGIN
             error_step = p->'run'->>'error_step',
             wake_epoch = (p->'run'->>'wake_epoch')::float8,
             updated_epoch = p_now,
-            requested = CASE WHEN p->'run'->>'state' = 'running'
-                OR (p->'run'->>'state' = 'waiting' AND state = 'running')
-                THEN requested END
+            -- a request stays until the run reaches a state that answers it
+            requested = CASE WHEN p->'run'->>'state' IN ('running', 'waiting',
+                'pending') THEN requested END
         WHERE run_id = p_run
         RETURNING requested INTO v_requested;
         IF p->'run'->>'state' IN ('pending', 'waiting') THEN
@@ -200,7 +200,9 @@ BEGIN
         END IF;
         PERFORM pg_notify('{s}_runs', p_run);
     ELSE
-        SELECT requested INTO v_requested FROM {s}.runs WHERE run_id = p_run;
+        -- a part of a run stops too once the run was cancelled or paused
+        SELECT CASE WHEN state IN ('cancelled', 'paused') THEN state
+            ELSE requested END INTO v_requested FROM {s}.runs WHERE run_id = p_run;
     END IF;
     RETURN v_requested;
 END $$;

@@ -356,3 +356,119 @@ def test_bad_connection_settings_get_clear_errors() -> None:
     assert time.monotonic() - began < 10
     with pytest.raises(BackendError, match=r"schema name 'Bad-Name'"):
         PostgresBackend("postgresql://postgres@127.0.0.1/test", schema="Bad-Name")
+
+
+def _chain_with_a_slow_middle(step_s: float):
+    ran: list[str] = []
+
+    @task
+    def start(x):
+        ran.append("start")
+        return x
+
+    @task
+    def slow(x):
+        ran.append("slow")
+        time.sleep(step_s)
+        return x + 1
+
+    @task
+    def after(x):
+        ran.append("after")
+        return x * 10
+
+    wf = Flow("slow-middle").then(start).then(slow).then(after).build()
+    return wf, ran
+
+
+def test_a_cancel_survives_a_graceful_stop(schema) -> None:
+    dsn, name = schema
+    backend = PostgresBackend(dsn, schema=name)
+    wf, ran = _chain_with_a_slow_middle(1.0)
+    runner = CheckpointingRunner(backend, workflows=WorkflowRegistry([wf]))
+    first = PooledWorker("first", backend, [wf]).start()
+    backend.enqueue_workflow(wf, "cancel-stop", 1)
+    wait_for(lambda: "slow" in ran, 10, "the slow step")
+    runner.cancel("cancel-stop")  # asked while the step runs
+    first.stop(grace=5)  # the step finishes, the run goes back to the queue
+    second = PooledWorker("second", backend, [wf]).start()
+    try:
+        wait_for(
+            lambda: runner.status("cancel-stop").state is RunState.CANCELLED,
+            10,
+            "the run to be cancelled by the next worker",
+        )
+    finally:
+        second.stop(grace=1)
+    assert ran == ["start", "slow"]  # 'after' never ran
+    backend.close()
+
+
+def test_a_cancel_reaches_branches_on_other_workers(schema) -> None:
+    dsn, name = schema
+    backends = [PostgresBackend(dsn, schema=name) for _ in range(2)]
+    ran: list[str] = []
+
+    def stage(label: str):
+        @task(name=label)
+        def run(x):
+            ran.append(label)
+            time.sleep(0.6)
+            return x
+
+        return run
+
+    wf = (
+        Flow("cancel-branches")
+        .parallel(
+            "p",
+            {
+                "a": Flow("a").then(stage("a1")).then(stage("a2")).then(stage("a3")),
+                "b": stage("b1"),
+            },
+        )
+        .build()
+    )
+    runner = CheckpointingRunner(backends[0], workflows=WorkflowRegistry([wf]))
+    workers = [PooledWorker(f"c{i}", b, [wf]).start() for i, b in enumerate(backends)]
+    try:
+        backends[0].enqueue_workflow(wf, "cb-1", 0)
+        wait_for(lambda: "a1" in ran and "b1" in ran, 10, "both branches")
+        runner.cancel("cb-1")
+        wait_for(
+            lambda: runner.status("cb-1").state is RunState.CANCELLED, 10, "cancel"
+        )
+        time.sleep(1.5)  # a branch that ignored the cancel would go on now
+    finally:
+        for worker in workers:
+            worker.stop(grace=1)
+    assert "a3" not in ran
+    backends[0].close()
+    backends[1].close()
+
+
+def test_a_stopping_worker_leaves_a_lease_it_lost_alone(schema) -> None:
+    dsn, name = schema
+    backend_a = PostgresBackend(dsn, schema=name)
+    backend_b = PostgresBackend(dsn, schema=name)
+    wf, ran = _chain_with_a_slow_middle(2.0)
+    runner = CheckpointingRunner(backend_b, workflows=WorkflowRegistry([wf]))
+    a = PooledWorker("a", backend_a, [wf], lease=0.5).start()
+    backend_a.enqueue_workflow(wf, "stop-lost", 1)
+    wait_for(lambda: "slow" in ran, 10, "the slow step on a")
+    a.heartbeat.suspend()
+    b = PooledWorker("b", backend_b, [wf], lease=0.5).start()
+    try:
+        wait_for(lambda: ran.count("slow") == 2, 10, "b to take the run over")
+        a.stop(grace=0.1)  # must not void b's lease
+        wait_for(
+            lambda: runner.status("stop-lost").state is RunState.COMPLETED,
+            15,
+            "b to finish",
+        )
+    finally:
+        b.stop(grace=1)
+    assert ran.count("slow") == 2  # a's attempt and b's: not a third one
+    assert runner.status("stop-lost").output == 20
+    backend_a.close()
+    backend_b.close()

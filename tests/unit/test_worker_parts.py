@@ -50,6 +50,7 @@ def test_limits_do_not_change_the_definition_hash() -> None:
     [
         ({"worker_id": ""}, "worker_id"),
         ({"worker_id": "a%b"}, "worker_id"),
+        ({"worker_id": "host/2"}, "worker_id"),
         ({"concurrency": 0}, "concurrency"),
         ({"concurrency": 2.0}, "concurrency"),
         ({"lease": 0}, "lease"),
