@@ -491,9 +491,9 @@ class CheckpointingRunner:
             )
             return self._status(run.run_id, workflow)
         resume = lost_attempts(_without_live_units(self.backend, snapshot), workflow)
-        self.backend.write(
-            lease, replace(resume, run=RunUpdate(state=RunState.RUNNING))
-        )
+        adopted = None if run.definition_hash else workflow.definition_hash
+        update = RunUpdate(state=RunState.RUNNING, definition_hash=adopted)
+        self.backend.write(lease, replace(resume, run=update))
         snapshot = self.backend.load(lease.run_id) or snapshot
         return await self._execute(
             workflow,

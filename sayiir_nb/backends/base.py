@@ -76,6 +76,7 @@ class RunUpdate:
     output_json: str | None = None
     error: ErrorInfo | None = None
     wake_epoch: float | None = None
+    definition_hash: str | None = None  # set once, for a run enqueued by name
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -427,4 +428,5 @@ def with_update(run: RunRecord, update: RunUpdate, now_epoch: float) -> RunRecor
         error=update.error,
         wake_epoch=update.wake_epoch,
         updated_epoch=now_epoch,
+        definition_hash=update.definition_hash or run.definition_hash,
     )

@@ -70,7 +70,8 @@ _ERROR_ROW = "(?, ?, ?, ?, ?, ?)"
 _RUN_UPDATE = (
     "UPDATE sayiir_runs SET state = ?, output_json = ?, error_type = ?, "
     "error_message = ?, error_traceback = ?, error_step = ?, wake_epoch = ?, "
-    "updated_epoch = ? WHERE run_id = ?"
+    "updated_epoch = ?, definition_hash = coalesce(?, definition_hash) "
+    "WHERE run_id = ?"
 )
 _LOCK_HOLDER = re.compile(r"PID (\d+)")
 
@@ -556,6 +557,7 @@ def _statements(run_id: str, batch: WriteBatch) -> list[tuple[str, list[Any], bo
             error.step_id if error else None,
             update.wake_epoch,
             time.time(),
+            update.definition_hash,
             run_id,
         ]
         statements.append((_RUN_UPDATE, params, False))

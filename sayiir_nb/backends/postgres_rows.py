@@ -77,6 +77,7 @@ def payload(batch: WriteBatch) -> dict[str, Any]:
             "error_traceback": error.traceback if error else None,
             "error_step": error.step_id if error else None,
             "wake_epoch": finite(update.wake_epoch),
+            "definition_hash": update.definition_hash,
         }
     return {
         "inserts": [row(a) for a in batch.inserts],

@@ -190,6 +190,7 @@ BEGIN
             error_step = p->'run'->>'error_step',
             wake_epoch = (p->'run'->>'wake_epoch')::float8,
             updated_epoch = p_now,
+            definition_hash = coalesce(p->'run'->>'definition_hash', definition_hash),
             -- a request stays until the run reaches a state that answers it
             requested = CASE WHEN p->'run'->>'state' IN ('running', 'waiting',
                 'pending') THEN requested END

@@ -200,6 +200,8 @@ def test_duckdb_worker_threads_run_delays_signals_and_cancels(tmp_path: Path) ->
             backend.enqueue_workflow(delayed, f"d-{n}", n)
         backend.enqueue_workflow(signalled, "s-1", 1)
         backend.enqueue_workflow("nobody-knows-it", "u-1", 1)  # by name
+        backend.enqueue_workflow("signalled", "by-name", 1)
+        assert backend.get_run("by-name").definition_hash == ""
         backend.enqueue_workflow(long, "c-1", 0)
         wait_for(
             lambda: runner.status("c-1").steps[0].state == "succeeded",
@@ -227,6 +229,8 @@ def test_duckdb_worker_threads_run_delays_signals_and_cancels(tmp_path: Path) ->
         (n + 2) + (n + 1) * 2 for n in range(8)
     ]
     assert runner.status("s-1").output == 6
+    # a run enqueued by name took the definition of the worker that ran it
+    assert backend.get_run("by-name").definition_hash == signalled.definition_hash
     # a worker claims only the workflows it knows: this one waits for another
     assert runner.status("u-1").state is RunState.PENDING
     ran = [s.state for s in runner.status("c-1").steps]
