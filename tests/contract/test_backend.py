@@ -206,3 +206,72 @@ def test_reset_run_clears_history(backend):
     assert snapshot.checkpoints == {}
     assert snapshot.attempts == ()
     assert snapshot.run.state is RunState.RUNNING
+
+
+def test_claims_can_be_limited_to_known_workflows(backend):
+    backend.create_run(record("mine"))
+    other = record("theirs")
+    backend.create_run(RunRecord(**{**other.__dict__, "workflow_name": "other"}))
+    now = time.time()
+    lease = backend.claim_next("w", 30, now, workflows=["other"])
+    assert lease is not None and lease.run_id == "theirs"
+    assert backend.claim_next("w", 30, now, workflows=["nobody"]) is None
+    assert backend.claim_next("w", 30, now, workflows=["wf"]).run_id == "mine"
+
+
+def test_control_requests_are_kept_until_answered(backend):
+    backend.create_run(record("r", RunState.RUNNING))
+    lease = backend.claim("r", "a", 30)
+    assert backend.requested("r", fresh=True) is None
+    backend.request_control("r", RunState.CANCELLED)
+    backend.write(lease, WriteBatch(run=RunUpdate(state=RunState.PENDING)))
+    assert backend.requested("r", fresh=True) is RunState.CANCELLED  # handed back
+    backend.write(lease, WriteBatch(run=RunUpdate(state=RunState.CANCELLED)))
+    assert backend.requested("r", fresh=True) is None  # answered
+
+
+def test_a_signal_makes_a_waiting_run_claimable(backend):
+    backend.create_run(record("r", RunState.WAITING))  # waits for a signal
+    assert backend.claim_next("w", 30, time.time()) is None
+    backend.send_signal("r", "go", "1")
+    lease = backend.claim_next("w", 30, time.time() + 0.001)
+    assert lease is not None and lease.run_id == "r"
+
+
+def test_enqueue_is_idempotent_and_refuses_another_input(backend):
+    from sayiir_nb import InputMismatchError
+
+    assert backend.enqueue_workflow("wf", "q-1", {"n": 1}) == "q-1"
+    assert backend.enqueue_workflow("wf", "q-1", {"n": 1}) == "q-1"
+    assert backend.get_run("q-1").state is RunState.PENDING
+    with pytest.raises(InputMismatchError, match="q-1"):
+        backend.enqueue_workflow("wf", "q-1", {"n": 2})
+    assert backend.claim_next("w", 30, time.time()).run_id == "q-1"
+
+
+def test_listening_wakes_on_enqueue(backend):
+    import threading
+
+    listener = backend.listen()
+    try:
+        connected = getattr(listener, "connected", None)
+        if connected is not None:
+            assert connected.wait(10)
+            time.sleep(0.2)  # the wake-up sent on connecting is past
+        seen = listener.events
+        woke = threading.Event()
+
+        def wait() -> None:
+            listener.wait(5, seen)
+            woke.set()
+
+        waiter = threading.Thread(target=wait)
+        waiter.start()
+        time.sleep(0.05)
+        assert not woke.is_set()
+        backend.enqueue_workflow("wf", "woken", 1)
+        assert woke.wait(3)
+        waiter.join()
+    finally:
+        if hasattr(listener, "channels"):
+            listener.close()
