@@ -67,7 +67,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True)
     worker = commands.add_parser(
-        "worker", help="run a pool of worker slots on a PostgreSQL backend"
+        "worker",
+        help="run a pool of worker slots on a PostgreSQL backend",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     worker.add_argument(
         "--dsn",
@@ -76,9 +78,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     worker.add_argument("--schema", default="sayiir", help="PostgreSQL schema")
     worker.add_argument(
-        "--app", required=True, help="package.module:registry of the workflows"
+        "--app",
+        required=True,
+        help="package.module:name of a WorkflowRegistry, a workflow, a list of "
+        "workflows, or a function returning one",
     )
-    worker.add_argument("--concurrency", type=int, default=1)
+    worker.add_argument(
+        "--concurrency", type=int, default=1, help="slots: runs executed at once"
+    )
     worker.add_argument(
         "--worker-id",
         default=f"{socket.gethostname()}-{os.getpid()}",

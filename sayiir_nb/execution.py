@@ -377,15 +377,17 @@ class RunExecution:
 
         while True:
             self.check_control()
-            start, stored = await self._start(
-                step, step_id, pending, number + 1, implied
-            )
-            number, pending = start.attempt, None
-            log_attempt_start(start)
-            if self.observers:
-                self._tell("attempt.start", start)
-
-            outcome = await self._attempt(step, step_id, value, start, stored, scope)
+            async with contextlib.AsyncExitStack() as limits:
+                start, stored = await self._start(
+                    step, step_id, pending, number + 1, implied, limits
+                )
+                number, pending = start.attempt, None
+                log_attempt_start(start)
+                if self.observers:
+                    self._tell("attempt.start", start)
+                outcome = await self._attempt(
+                    step, step_id, value, start, stored, scope
+                )
             if outcome.error is None:
                 try:
                     encoded, result = self._stored_form(outcome.value)
@@ -423,15 +425,21 @@ class RunExecution:
         pending: AttemptRecord | None,
         number: int,
         implied: bool,
+        limits: contextlib.AsyncExitStack,
     ) -> tuple[AttemptRecord, bool]:
         """The record of the attempt about to start, and whether it is stored.
 
         A fresh top-level attempt follows a durable write directly (the
         previous step's commit, the run's creation or its resumption), so its
         start is implied and costs no write. Elsewhere, and for a retry after
-        its backoff wait, the start is written.
+        its backoff wait, the start is written. The task's limits are waited
+        for (and held in ``limits``) after the backoff and before the start,
+        so the wait is not counted as the attempt's time.
         """
         if pending is None:
+            await limits.enter_async_context(
+                limited(self.backend, step.task, self.owner)
+            )
             start = self.new_attempt(
                 step_id, step.task.name, number, AttemptState.RUNNING
             )
@@ -443,6 +451,7 @@ class RunExecution:
         if self.park_after_s is not None and due - time.time() > self.park_after_s:
             raise RunWaiting(due)
         await self.sleep_until(due)
+        await limits.enter_async_context(limited(self.backend, step.task, self.owner))
         start = replace(pending, state=AttemptState.RUNNING, started_epoch=time.time())
         self.write(WriteBatch(updates=(start,)))
         return start, True
@@ -499,10 +508,9 @@ class RunExecution:
         )
         token = _CONTEXT.set(ctx)
         try:
-            async with limited(self.backend, step.task, self.owner):
-                result = await invoke(
-                    step.task, step_id, value, ctx, in_thread=scope.concurrent
-                )
+            result = await invoke(
+                step.task, step_id, value, ctx, in_thread=scope.concurrent
+            )
             return _Outcome(value=result)
         except TimeoutError as error:
             return _Outcome(

@@ -13,6 +13,7 @@ from .errors import (
     CodecError,
     DefinitionMismatchError,
     InputMismatchError,
+    RunBusyError,
     RunIdError,
 )
 from .status import RunState
@@ -29,6 +30,7 @@ def enqueue(
     input: Any = None,
     *,
     codec: Codec | None = None,
+    restart: bool = False,
 ) -> str:
     """Store run ``run_id`` of ``workflow`` as pending, for a worker to run.
 
@@ -43,6 +45,10 @@ def enqueue(
         definition: the run takes whatever definition the worker has).
     input
         The input of the first step, stored with ``codec`` (JSON by default).
+    restart
+        Discard what the run id has stored (checkpoints, attempts, signals)
+        and queue it afresh, also with another input or definition; refused
+        while a worker executes it (cancel it first).
 
     Returns
     -------
@@ -53,6 +59,8 @@ def enqueue(
     ------
     InputMismatchError, DefinitionMismatchError
         If the run id exists with another input or another workflow.
+    RunBusyError
+        With ``restart``, if the run is being executed.
     """
     check_run_id(run_id)
     codec = codec or JsonCodec()
@@ -74,10 +82,29 @@ def enqueue(
         created_epoch=now,
         updated_epoch=now,
     )
+    if restart:
+        _start_over(backend, record)
+        return run_id
     stored, created = backend.create_run(record)
     if not created:
         check_compatible(stored, name, definition, input_json, digest)
     return run_id
+
+
+def _start_over(backend: Backend, record: RunRecord) -> None:
+    lease = backend.claim(record.run_id, "enqueue/restart", 30.0)
+    if lease is None:
+        raise RunBusyError(
+            f"run {record.run_id!r} is being executed (another owner holds its "
+            "lease); cancel it first, then enqueue it again with restart=True."
+        )
+    try:
+        if backend.get_run(record.run_id) is None:
+            backend.create_run(record)
+        else:
+            backend.reset_run(lease, record)
+    finally:
+        backend.release(lease)
 
 
 def check_compatible(

@@ -130,6 +130,7 @@ class PooledWorker:
         self._shares = bool(getattr(backend, "shares_steps", False))
         self._stopping = threading.Event()
         self._handing_back = threading.Event()
+        self._gave_up = threading.Event()  # the grace period of a stop is over
         self._stopped = threading.Event()
         self._threads: list[threading.Thread] = []
         self._listener: Any = None
@@ -216,6 +217,7 @@ class PooledWorker:
         deadline = time.monotonic() + grace_s
         for thread in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))
+        self._gave_up.set()
         left = self.heartbeat.held()
         for lease in left:
             self._give_up(lease)
@@ -305,13 +307,23 @@ class PooledWorker:
             try:
                 loop.run_until_complete(self._execute(lease, owner))
             except LeaseLostError as error:
-                logger.warning(
-                    "worker %s lost run %s to another worker: %s",
-                    self.worker_id,
-                    lease.run_id,
-                    error,
-                    extra={"event": "run.lease_lost", "run_id": lease.run_id},
-                )
+                if self._gave_up.is_set():
+                    logger.info(
+                        "worker %s: run %s did not reach a step boundary within "
+                        "the grace period; its step's result is discarded and the "
+                        "run is back in the queue",
+                        self.worker_id,
+                        lease.run_id,
+                        extra={"event": "run.given_up", "run_id": lease.run_id},
+                    )
+                else:
+                    logger.warning(
+                        "worker %s lost run %s to another worker: %s",
+                        self.worker_id,
+                        lease.run_id,
+                        error,
+                        extra={"event": "run.lease_lost", "run_id": lease.run_id},
+                    )
             except Exception as error:
                 logger.exception(
                     "worker %s failed while executing run %s: %s",

@@ -336,11 +336,12 @@ class DuckDBBackend:
         input: Any = None,
         *,
         codec: Codec | None = None,
+        restart: bool = False,
     ) -> str:
         """Put a run in the queue for a worker; see :func:`sayiir_nb.enqueue`."""
         from ..queue import enqueue
 
-        return enqueue(self, workflow, run_id, input, codec=codec)
+        return enqueue(self, workflow, run_id, input, codec=codec, restart=restart)
 
     def current_lease(self, run_id: str) -> Lease | None:
         return self._leases.current(run_id)

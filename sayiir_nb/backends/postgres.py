@@ -255,11 +255,12 @@ class PostgresBackend(SharedTaskLimits):
         input: Any = None,
         *,
         codec: Codec | None = None,
+        restart: bool = False,
     ) -> str:
         """Put a run in the queue for a worker; see :func:`sayiir_nb.enqueue`."""
         from ..queue import enqueue
 
-        return enqueue(self, workflow, run_id, input, codec=codec)
+        return enqueue(self, workflow, run_id, input, codec=codec, restart=restart)
 
     def reset_run(self, lease: Lease, record: RunRecord) -> None:
         params = [lease.run_id]

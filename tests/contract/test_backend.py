@@ -275,3 +275,20 @@ def test_listening_wakes_on_enqueue(backend):
     finally:
         if hasattr(listener, "channels"):
             listener.close()
+
+
+def test_enqueue_with_restart_starts_a_run_over(backend):
+    from sayiir_nb import RunBusyError
+
+    backend.enqueue_workflow("wf", "again", 1)
+    lease = backend.claim("again", "w", 30)
+    backend.write(lease, success("again"))
+    with pytest.raises(RunBusyError, match="cancel it first"):
+        backend.enqueue_workflow("wf", "again", 2, restart=True)
+    backend.write(lease, WriteBatch(run=RunUpdate(state=RunState.FAILED)))
+    backend.release(lease)
+    backend.enqueue_workflow("wf", "again", 2, restart=True)
+    snapshot = backend.load("again")
+    assert snapshot.run.state is RunState.PENDING
+    assert snapshot.run.input_json == "2"
+    assert snapshot.attempts == () and snapshot.checkpoints == {}
