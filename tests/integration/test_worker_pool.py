@@ -289,6 +289,13 @@ def test_task_limits_hold_across_workers(schema) -> None:
     gaps = [b - a for a, b in itertools.pairwise(starts)]
     assert len(starts) == 10
     assert min(gaps) >= 0.04  # 20 per second: one start every 0.05 s
+    paced_s = [
+        a.ended_epoch - a.started_epoch
+        for a in backends[0].attempts("limits-1")
+        if a.task_name == "paced"
+    ]
+    assert len(paced_s) == 10
+    assert max(paced_s) < 0.3  # waiting for the rate is not the attempt's time
     for b in backends:
         b.close()
 
