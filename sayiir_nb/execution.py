@@ -227,6 +227,7 @@ class RunExecution:
         observers: Observers | None = None,
         park_after_s: float | None = None,
         shared: SharedSteps | None = None,
+        lease_s: float = 30.0,
     ) -> None:
         self.backend = backend
         self.codec = codec
@@ -240,6 +241,7 @@ class RunExecution:
         self.observers = observers or Observers()
         self.park_after_s = park_after_s
         self.shared = shared
+        self.lease_s = lease_s  # how long task-limit slots are held unrenewed
         self.outputs = _LazyOutputs(codec)
         for step_id, encoded in snapshot.checkpoints.items():
             self.outputs.add(step_id, encoded)
@@ -438,7 +440,7 @@ class RunExecution:
         """
         if pending is None:
             await limits.enter_async_context(
-                limited(self.backend, step.task, self.owner)
+                limited(self.backend, step.task, self.owner, self.lease_s)
             )
             start = self.new_attempt(
                 step_id, step.task.name, number, AttemptState.RUNNING
@@ -451,7 +453,9 @@ class RunExecution:
         if self.park_after_s is not None and due - time.time() > self.park_after_s:
             raise RunWaiting(due)
         await self.sleep_until(due)
-        await limits.enter_async_context(limited(self.backend, step.task, self.owner))
+        await limits.enter_async_context(
+            limited(self.backend, step.task, self.owner, self.lease_s)
+        )
         start = replace(pending, state=AttemptState.RUNNING, started_epoch=time.time())
         self.write(WriteBatch(updates=(start,)))
         return start, True

@@ -18,21 +18,26 @@ from dataclasses import dataclass, field
 from .backends.base import Backend
 from .tasks import Task
 
-_SLOT_LEASE_S = 60.0
 _POLL_S = (0.005, 0.2)
 
 
 @asynccontextmanager
-async def limited(backend: Backend, task: Task, holder: str) -> AsyncIterator[None]:
+async def limited(
+    backend: Backend, task: Task, holder: str, lease_s: float = 30.0
+) -> AsyncIterator[None]:
     """Wait until ``task`` may start an attempt under its limits, and hold
-    its concurrency slot for the block."""
+    its concurrency slot for the block. A shared slot is held for ``lease_s``
+    and renewed by the holder's heartbeat; the slot of a holder that died is
+    free again after that."""
     options = task.options
     if options.max_concurrency is None and options.rate_per_s is None:
         yield
         return
     release = None
     if options.max_concurrency is not None:
-        release = await _take_slot(backend, task.name, options.max_concurrency, holder)
+        release = await _take_slot(
+            backend, task.name, options.max_concurrency, holder, lease_s
+        )
     try:
         if options.rate_per_s is not None:
             await _wait_for_rate(backend, task.name, options.rate_per_s)
@@ -43,13 +48,13 @@ async def limited(backend: Backend, task: Task, holder: str) -> AsyncIterator[No
 
 
 async def _take_slot(
-    backend: Backend, name: str, limit: int, holder: str
+    backend: Backend, name: str, limit: int, holder: str, lease_s: float
 ) -> Callable[[], None]:
     shared = getattr(backend, "acquire_slot", None)
     delay = _POLL_S[0]
     while True:
         if shared is not None:
-            slot = await asyncio.to_thread(shared, name, limit, holder, _SLOT_LEASE_S)
+            slot = await asyncio.to_thread(shared, name, limit, holder, lease_s)
             if slot is not None:
                 release = backend.release_slot  # type: ignore[attr-defined]
                 return lambda: release(name, slot, holder)

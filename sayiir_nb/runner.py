@@ -119,6 +119,7 @@ class CheckpointingRunner:
             str, tuple[asyncio.AbstractEventLoop, asyncio.Task[Any] | None]
         ] = {}
         self._beat: Heartbeat | None = None
+        self.lease_s = _LEASE_S  # of task-limit slots (a worker sets its own)
 
     def __repr__(self) -> str:
         return f"CheckpointingRunner({self.backend!r})"
@@ -569,6 +570,7 @@ class CheckpointingRunner:
             observers=self.observers,
             park_after_s=inline_wait_s,
             shared=shared,
+            lease_s=self.lease_s,
         )
         if self.observers:
             self.observers.emit(

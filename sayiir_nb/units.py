@@ -175,6 +175,7 @@ async def execute_unit(
         observers=runner.observers,
         park_after_s=inline_wait_s,
         shared=shared,
+        lease_s=runner.lease_s,
     )
     _mark_lost_attempts(ex, unit)
     value = runner.codec.decode(unit.input_json)

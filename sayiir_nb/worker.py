@@ -124,6 +124,7 @@ class PooledWorker:
             backend, codec=codec, workflows=self.workflows, inline_wait=inline_wait
         )
         self.runner.owner = self.owner
+        self.runner.lease_s = self.lease_s
         self.heartbeat = Heartbeat(
             backend, self.lease_s, self.owner, f"sayiir-heartbeat-{worker_id}"
         )
@@ -166,6 +167,15 @@ class PooledWorker:
                     extra={"event": "worker.reclaimed", "worker": self.worker_id},
                 )
         self._listener = self.backend.listen()  # type: ignore[attr-defined]
+        connected = getattr(self._listener, "connected", None)
+        if connected is not None and not connected.wait(10):
+            logger.warning(
+                "worker %s: the listening connection is not up yet; polling every "
+                "%.1fs until it is",
+                self.worker_id,
+                self.poll_s,
+                extra={"event": "worker.listen_late", "worker": self.worker_id},
+            )
         on_control = getattr(self.backend, "requested", None)
         if on_control is not None and hasattr(self._listener, "on_control"):
             self._listener.on_control = lambda run_id: on_control(run_id, fresh=True)

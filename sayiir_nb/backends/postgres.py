@@ -451,10 +451,12 @@ class PostgresBackend(SharedTaskLimits):
             "WHERE owner LIKE %s AND owner NOT LIKE %s RETURNING run_id), "
             "u AS (UPDATE {s}.units SET state = 'ready', owner = NULL, "
             "expires_epoch = NULL WHERE state = 'claimed' AND owner LIKE %s AND "
-            "owner NOT LIKE %s RETURNING run_id) "
-            "SELECT count(*), pg_notify(%s, 'released') FROM "
-            "(SELECT run_id FROM r UNION ALL SELECT run_id FROM u) x",
-            [pattern, like_prefix(keep), pattern, like_prefix(keep), self.channel],
+            "owner NOT LIKE %s RETURNING run_id), "
+            "t AS (UPDATE {s}.task_slots SET holder = NULL, expires_epoch = NULL "
+            "WHERE holder LIKE %s AND holder NOT LIKE %s RETURNING task_name) "
+            "SELECT count(*), pg_notify(%s, 'released'), (SELECT count(*) FROM t) "
+            "FROM (SELECT run_id FROM r UNION ALL SELECT run_id FROM u) x",
+            [pattern, like_prefix(keep)] * 3 + [self.channel],
         )
         return int(rows[0][0]) if rows else 0
 

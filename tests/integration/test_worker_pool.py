@@ -330,7 +330,7 @@ def test_branches_and_items_of_one_run_run_on_several_workers(schema) -> None:
         .build()
     )
     workers = [
-        PooledWorker(f"s{i}", b, [wf], concurrency=1 if i < 2 else 3).start()
+        PooledWorker(f"s{i}", b, [wf], concurrency=1).start()
         for i, b in enumerate(backends)
     ]
     runner = CheckpointingRunner(backends[0], workflows=WorkflowRegistry([wf]))
