@@ -232,25 +232,30 @@ CREATE OR REPLACE FUNCTION {s}.claim_unit(
 LANGUAGE plpgsql AS $$
 DECLARE
     v_now float8 := {s}.now_epoch();
+    v_full text[] := '{}';  -- fan-outs found at their limit
     c record;
 BEGIN
-    FOR c IN
-        SELECT u.run_id, u.unit_id, u.parent_id, u.max_claimed FROM {s}.units u
+    LOOP
+        -- one row at a time: a row locked here is one no other worker gets
+        SELECT u.run_id, u.unit_id, u.parent_id, u.max_claimed INTO c
+        FROM {s}.units u
         JOIN {s}.runs r ON r.run_id = u.run_id AND r.state = 'running'
             AND (p_names IS NULL OR r.workflow_name = ANY(p_names))
         WHERE (p_run IS NULL OR (u.run_id = p_run AND u.parent_id = p_parent))
           AND (u.state = 'ready'
                OR (u.state = 'claimed' AND u.expires_epoch < v_now)
                OR (u.state = 'waiting' AND u.wake_epoch <= p_now))
-        ORDER BY u.created_epoch LIMIT 8
-        FOR UPDATE OF u SKIP LOCKED
-    LOOP
+          AND NOT (u.run_id || chr(31) || u.parent_id = ANY(v_full))
+        ORDER BY u.created_epoch LIMIT 1
+        FOR UPDATE OF u SKIP LOCKED;
+        EXIT WHEN NOT FOUND;
         IF c.max_claimed IS NOT NULL THEN
             PERFORM pg_advisory_xact_lock(
                 hashtext('sayiir-nb fan-out ' || c.run_id || chr(31) || c.parent_id));
             IF (SELECT count(*) FROM {s}.units x WHERE x.run_id = c.run_id
                 AND x.parent_id = c.parent_id AND x.state = 'claimed'
                 AND x.expires_epoch >= v_now) >= c.max_claimed THEN
+                v_full := v_full || (c.run_id || chr(31) || c.parent_id);
                 CONTINUE;
             END IF;
         END IF;
@@ -278,6 +283,7 @@ DECLARE
     v_run text;
     v_unit text;
     v_fence bigint;
+    v_taken text[] := '{}';
 BEGIN
     IF position('unit' in p_kinds) > 0 THEN
         SELECT c.o_run, c.o_unit, c.o_fence INTO v_run, v_unit, v_fence
@@ -290,24 +296,27 @@ BEGIN
     END IF;
 
     IF position('run' in p_kinds) > 0 THEN
-        FOR v_run IN
-            SELECT r.run_id FROM {s}.runs r
+        LOOP
+            -- one row at a time, so that other workers claim the next ones
+            SELECT r.run_id INTO v_run FROM {s}.runs r
             LEFT JOIN {s}.leases l ON l.run_id = r.run_id
             WHERE r.state IN ('pending', 'running', 'waiting')
               AND (l.owner IS NULL OR l.expires_epoch < v_now)
               AND (p_names IS NULL OR r.workflow_name = ANY(p_names))
               AND (CASE WHEN r.state = 'waiting' THEN r.wake_epoch <= p_now
                    ELSE coalesce(r.wake_epoch, 0) <= p_now END)
+              AND NOT (r.run_id = ANY(v_taken))
             ORDER BY coalesce(r.wake_epoch, 0), r.created_epoch
-            LIMIT 4
-            FOR UPDATE OF r SKIP LOCKED
-        LOOP
+            LIMIT 1
+            FOR UPDATE OF r SKIP LOCKED;
+            EXIT WHEN NOT FOUND;
             SELECT c.fence INTO v_fence FROM {s}.claim_run(v_run, p_owner, p_lease) c;
             IF v_fence IS NOT NULL THEN
                 RETURN QUERY SELECT 'run'::text, v_run, ''::text, v_fence,
                     v_now + p_lease, NULL::float8;
                 RETURN;
             END IF;
+            v_taken := v_taken || v_run;  -- a caller's claim() won the lease
         END LOOP;
     END IF;
 

@@ -3,7 +3,6 @@ DuckDB worker threads, task limits, and what a notebook does with workers."""
 
 from __future__ import annotations
 
-import itertools
 import logging
 import threading
 import time
@@ -286,9 +285,10 @@ def test_task_limits_hold_across_workers(schema) -> None:
     assert runner.status("limits-1").output == 10
     assert running["most"] == 1
     starts.sort()
-    gaps = [b - a for a, b in itertools.pairwise(starts)]
     assert len(starts) == 10
-    assert min(gaps) >= 0.04  # 20 per second: one start every 0.05 s
+    # 20 per second: one start every 0.05 s, so ten starts span 0.45 s at least
+    # (a start may come a little late, never early)
+    assert starts[-1] - starts[0] >= 0.44
     paced_s = [
         a.ended_epoch - a.started_epoch
         for a in backends[0].attempts("limits-1")
