@@ -638,11 +638,28 @@ class CheckpointingRunner:
         )
         if _stays(snapshot.run.state):
             return snapshot
+        self._take_back_parts(lease)
         resume = lost_attempts(snapshot, workflow)
         self.backend.write(
             lease, replace(resume, run=RunUpdate(state=RunState.RUNNING))
         )
         return self.backend.load(run_id) or snapshot
+
+    def _take_back_parts(self, lease: Lease) -> None:
+        """Before this call runs a run itself: refuse if workers still run
+        parts of it, and withdraw the parts nobody holds."""
+        live_units = getattr(self.backend, "live_units", None)
+        if live_units is None:
+            return
+        held = live_units(lease.run_id)
+        if held:
+            names = ", ".join(repr(u.unit_id) for u in held[:3])
+            raise RunBusyError(
+                f"run {lease.run_id!r} is being executed by workers: they hold "
+                f"{len(held)} of its parts ({names}). Wait for them "
+                "(runner.status or runner.view), or cancel the run first."
+            )
+        self.backend.drop_units(lease)  # type: ignore[attr-defined]
 
     def _new_record(
         self, workflow: Workflow, run_id: str, input_json: str, digest: str

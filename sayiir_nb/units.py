@@ -82,12 +82,17 @@ class SharedSteps:
             if lease is not None:
                 await self.run_unit(lease)
                 continue
-            stored = backend.units(ex.run_id, parent_id)
-            unfinished = [u for u in stored if u.state not in _FINISHED]
+            stored = backend.unit_states(ex.run_id, parent_id)
+            unfinished = [
+                (state, wake) for _, state, wake in stored if state not in _FINISHED
+            ]
             if not unfinished:
                 return
-            if all(u.state == "waiting" for u in unfinished):
-                wakes = [u.wake_epoch for u in unfinished if u.wake_epoch is not None]
+            if any(state == "ready" for state, _ in unfinished):
+                # parts nobody may claim: a cancel or pause is pending; read it
+                backend.requested(ex.run_id, fresh=True)
+            if all(state == "waiting" for state, _ in unfinished):
+                wakes = [wake for _, wake in unfinished if wake is not None]
                 due = min(wakes) if wakes else None
                 if due is None or due - time.time() > ex.inline_wait_s:
                     raise RunWaiting(due)

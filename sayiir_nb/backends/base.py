@@ -112,8 +112,8 @@ class Lease:
     """The right of ``owner`` to execute run ``run_id`` (or, with ``unit``,
     one part of it: a branch of a parallel or an item of a fan-out).
 
-    ``fence`` grows by one at every claim; a write carrying an older fence is
-    refused.
+    ``fence`` grows at every claim (and is never reused); a write carrying
+    an older fence is refused.
     """
 
     run_id: str

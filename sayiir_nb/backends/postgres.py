@@ -370,6 +370,8 @@ class PostgresBackend(SharedTaskLimits):
         kind, run_id, unit_id, fence, expires, next_due = rows[0]
         if kind == "none":
             return None, next_due
+        if unit_id:
+            self._requests[run_id] = None  # parts are handed out only then
         lease = Lease(
             run_id=run_id, owner=owner, fence=fence, expires_epoch=expires, unit=unit_id
         )
@@ -422,6 +424,7 @@ class PostgresBackend(SharedTaskLimits):
         return [lease for lease in leases if (lease.run_id, lease.unit) not in kept]
 
     def release(self, lease: Lease) -> None:
+        self._requests.pop(lease.run_id, None)  # read again by the next user
         if lease.unit:
             self.finish_unit(lease, "ready")
             return
@@ -437,7 +440,7 @@ class PostgresBackend(SharedTaskLimits):
     def revoke(self, run_id: str) -> None:
         self._rows(
             "UPDATE {s}.leases SET owner = NULL, expires_epoch = NULL, "
-            "fence = fence + 1 WHERE run_id = %s",
+            "fence = nextval('{s}.fences') WHERE run_id = %s",
             [run_id],
         )
 
@@ -560,13 +563,34 @@ class PostgresBackend(SharedTaskLimits):
 
         self._with_conn(use)
 
-    def units(self, run_id: str, parent_id: str) -> list[UnitRecord]:
+    def unit_states(
+        self, run_id: str, parent_id: str
+    ) -> list[tuple[str, str, float | None]]:
+        """``(unit id, state, wake epoch)`` of every part of ``parent_id``."""
         rows = self._rows(
-            "SELECT " + UNIT_COLUMNS + " FROM {s}.units WHERE run_id = %s AND "
-            "parent_id = %s ORDER BY created_epoch",
+            "SELECT unit_id, state, wake_epoch FROM {s}.units WHERE run_id = %s "
+            "AND parent_id = %s ORDER BY created_epoch",
             [run_id, parent_id],
         )
-        return [unit_from_row(row) for row in rows]
+        return [(unit_id, state, wake) for unit_id, state, wake in rows]
+
+    def drop_units(self, lease: Lease) -> int:
+        """Delete the parts of the run that nobody holds (its caller runs the
+        run itself, so workers must not claim them); return how many."""
+
+        def use(conn: psycopg.Connection[Any]) -> int:
+            with conn.transaction():
+                _check_lease(conn, self, lease)
+                cursor = conn.execute(
+                    self._sql(
+                        "DELETE FROM {s}.units WHERE run_id = %s AND NOT "
+                        "(state = 'claimed' AND expires_epoch > {s}.now_epoch())"
+                    ),
+                    [lease.run_id],
+                )
+                return cursor.rowcount
+
+        return self._with_conn(use)
 
     def live_units(self, run_id: str) -> list[UnitRecord]:
         """The parts of a run that a worker holds a live claim on now."""
@@ -601,9 +625,10 @@ class PostgresBackend(SharedTaskLimits):
             "{s}.claim_unit(%s, %s, %s, %s, %s, %s::text[])",
             [lease_s, owner, lease_s, now_epoch, run_id, parent_id, names],
         )
-        if not rows:
+        if not rows or rows[0][0] is None:
             return None
         unit_id, fence, expires = rows[0]
+        self._requests[run_id] = None  # parts are handed out only then
         return Lease(
             run_id=run_id, owner=owner, fence=fence, expires_epoch=expires, unit=unit_id
         )
@@ -614,19 +639,8 @@ class PostgresBackend(SharedTaskLimits):
         """End a claim of a part: ``done``, ``failed``, ``waiting`` (until
         ``wake_epoch``, or a signal) or ``ready`` (given back unfinished)."""
         self._rows(
-            "WITH u AS (UPDATE {s}.units SET state = %s, wake_epoch = %s, "
-            "owner = NULL, expires_epoch = NULL WHERE run_id = %s AND unit_id = %s "
-            "AND fence = %s AND state = 'claimed' RETURNING run_id) "
-            "SELECT pg_notify(%s, run_id), pg_notify(%s, run_id) FROM u",
-            [
-                state,
-                wake_epoch,
-                lease.run_id,
-                lease.unit,
-                lease.fence,
-                self.channel,
-                f"{self.schema}_units",
-            ],
+            "SELECT {s}.finish_unit(%s, %s, %s, %s, %s, %s)",
+            [lease.run_id, lease.unit, lease.fence, state, wake_epoch, time.time()],
         )
 
     # -- signals ------------------------------------------------------------

@@ -24,15 +24,8 @@ class SharedTaskLimits:
     ) -> int | None:
         """Take one of ``limit`` slots of a task; ``None`` if all are held."""
         rows = self._rows(
-            "WITH s AS (INSERT INTO {s}.task_slots (task_name, slot) "
-            "SELECT %s, generate_series(0, %s - 1) ON CONFLICT DO NOTHING) "
-            "UPDATE {s}.task_slots t SET holder = %s, "
-            "expires_epoch = {s}.now_epoch() + %s "
-            "WHERE (t.task_name, t.slot) = (SELECT c.task_name, c.slot FROM "
-            "{s}.task_slots c WHERE c.task_name = %s AND c.slot < %s AND "
-            "(c.holder IS NULL OR c.expires_epoch < {s}.now_epoch()) "
-            "ORDER BY c.slot LIMIT 1 FOR UPDATE SKIP LOCKED) RETURNING t.slot",
-            [task_name, limit, holder, lease_s, task_name, limit],
+            "SELECT {s}.acquire_slot(%s, %s, %s, %s)",
+            [task_name, limit, holder, lease_s],
         )
         return rows[0][0] if rows else None
 

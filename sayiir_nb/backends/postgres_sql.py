@@ -36,6 +36,10 @@ CREATE TABLE {s}.runs (
 CREATE INDEX runs_queue ON {s}.runs (coalesce(wake_epoch, 0), created_epoch)
     WHERE state IN ('pending', 'running', 'waiting');
 
+-- Fences come from one sequence, so a claim's fence is never reused, not
+-- even after a run is started over or deleted and created again.
+CREATE SEQUENCE {s}.fences;
+
 CREATE TABLE {s}.leases (
     run_id text PRIMARY KEY,
     owner text,
@@ -90,6 +94,7 @@ CREATE TABLE {s}.units (
     owner text,
     fence bigint NOT NULL DEFAULT 0,
     expires_epoch double precision,
+    claimed_epoch double precision,
     created_epoch double precision NOT NULL,
     PRIMARY KEY (run_id, unit_id)
 );
@@ -122,6 +127,7 @@ CREATE OR REPLACE FUNCTION {s}.write_batch(
 ) RETURNS text LANGUAGE plpgsql AS $$
 DECLARE
     v_requested text;
+    v_since float8;
     v_point text := p->'checkpoint'->>'step_id';
     a jsonb;
 BEGIN
@@ -181,6 +187,7 @@ BEGIN
     END IF;
 
     IF jsonb_typeof(p->'run') = 'object' THEN
+        SELECT updated_epoch INTO v_since FROM {s}.runs WHERE run_id = p_run;
         UPDATE {s}.runs SET
             state = p->'run'->>'state',
             output_json = p->'run'->>'output_json',
@@ -196,6 +203,19 @@ BEGIN
                 'pending') THEN requested END
         WHERE run_id = p_run
         RETURNING requested INTO v_requested;
+        -- A run that parks may have missed what it waits for: a signal sent
+        -- since its last write (send_signal wakes only runs already waiting),
+        -- or a part that changed state meanwhile. It is then due at once.
+        IF p->'run'->>'state' = 'waiting' AND (
+            EXISTS (SELECT 1 FROM {s}.signals g WHERE g.run_id = p_run
+                AND g.consumed_epoch IS NULL AND g.sent_epoch >= v_since - 1)
+            OR EXISTS (SELECT 1 FROM {s}.units u WHERE u.run_id = p_run
+                AND (u.state IN ('ready', 'claimed')
+                     OR (u.state = 'waiting' AND u.wake_epoch <= p_now)))
+        ) THEN
+            UPDATE {s}.runs SET wake_epoch = least(coalesce(wake_epoch, p_now), p_now)
+                WHERE run_id = p_run;
+        END IF;
         IF p->'run'->>'state' IN ('pending', 'waiting') THEN
             PERFORM pg_notify('{s}_work', p_run);
         END IF;
@@ -208,13 +228,69 @@ BEGIN
     RETURN v_requested;
 END $$;
 
+-- End the claim of a part: done, failed, waiting (until p_wake, or a
+-- signal) or ready (handed back). A run that parked while its parts went on
+-- is woken when one ends; a part that parks just as a signal arrives is due
+-- at once.
+CREATE OR REPLACE FUNCTION {s}.finish_unit(
+    p_run text, p_unit text, p_fence bigint, p_state text, p_wake float8,
+    p_now float8
+) RETURNS boolean LANGUAGE plpgsql AS $$
+DECLARE
+    v_claimed float8;
+BEGIN
+    UPDATE {s}.units SET state = p_state, wake_epoch = p_wake, owner = NULL,
+        expires_epoch = NULL
+    WHERE run_id = p_run AND unit_id = p_unit AND fence = p_fence
+        AND state = 'claimed'
+    RETURNING claimed_epoch INTO v_claimed;
+    IF NOT FOUND THEN
+        RETURN false;
+    END IF;
+    IF p_state = 'waiting' AND EXISTS (SELECT 1 FROM {s}.signals g
+        WHERE g.run_id = p_run AND g.consumed_epoch IS NULL
+        AND g.sent_epoch >= coalesce(v_claimed, 0) - 1)
+    THEN
+        UPDATE {s}.units SET wake_epoch = least(coalesce(p_wake, p_now), p_now)
+            WHERE run_id = p_run AND unit_id = p_unit;
+    END IF;
+    IF p_state IN ('done', 'failed') THEN
+        UPDATE {s}.runs SET wake_epoch = p_now
+            WHERE run_id = p_run AND state = 'waiting'
+            AND (wake_epoch IS NULL OR wake_epoch > p_now);
+    END IF;
+    PERFORM pg_notify('{s}_work', p_run);
+    PERFORM pg_notify('{s}_units', p_run);
+    RETURN true;
+END $$;
+
+-- Take one of a task's p_limit slots for p_holder; NULL if all are held.
+CREATE OR REPLACE FUNCTION {s}.acquire_slot(
+    p_task text, p_limit int, p_holder text, p_lease float8
+) RETURNS int LANGUAGE plpgsql AS $$
+DECLARE
+    v_slot int;
+BEGIN
+    INSERT INTO {s}.task_slots (task_name, slot)
+        SELECT p_task, generate_series(0, p_limit - 1) ON CONFLICT DO NOTHING;
+    UPDATE {s}.task_slots t SET holder = p_holder,
+        expires_epoch = {s}.now_epoch() + p_lease
+    WHERE (t.task_name, t.slot) = (
+        SELECT c.task_name, c.slot FROM {s}.task_slots c
+        WHERE c.task_name = p_task AND c.slot < p_limit
+          AND (c.holder IS NULL OR c.expires_epoch < {s}.now_epoch())
+        ORDER BY c.slot LIMIT 1 FOR UPDATE SKIP LOCKED)
+    RETURNING t.slot INTO v_slot;
+    RETURN v_slot;
+END $$;
+
 -- Take the lease of one run if nobody holds a live one.
 CREATE OR REPLACE FUNCTION {s}.claim_run(p_run text, p_owner text, p_lease float8)
 RETURNS TABLE (fence bigint, expires_epoch float8) LANGUAGE sql AS $$
     INSERT INTO {s}.leases AS l VALUES (
-        p_run, p_owner, 1, {s}.now_epoch() + p_lease)
+        p_run, p_owner, nextval('{s}.fences'), {s}.now_epoch() + p_lease)
     ON CONFLICT (run_id) DO UPDATE SET
-        owner = excluded.owner, fence = l.fence + 1,
+        owner = excluded.owner, fence = excluded.fence,
         expires_epoch = excluded.expires_epoch
     WHERE l.owner IS NULL OR l.expires_epoch < {s}.now_epoch()
     RETURNING l.fence, l.expires_epoch
@@ -240,6 +316,7 @@ BEGIN
         SELECT u.run_id, u.unit_id, u.parent_id, u.max_claimed INTO c
         FROM {s}.units u
         JOIN {s}.runs r ON r.run_id = u.run_id AND r.state = 'running'
+            AND r.requested IS NULL  -- a cancel or pause is on its way
             AND (p_names IS NULL OR r.workflow_name = ANY(p_names))
         WHERE (p_run IS NULL OR (u.run_id = p_run AND u.parent_id = p_parent))
           AND (u.state = 'ready'
@@ -260,7 +337,8 @@ BEGIN
             END IF;
         END IF;
         UPDATE {s}.units u SET state = 'claimed', owner = p_owner,
-            fence = u.fence + 1, expires_epoch = v_now + p_lease
+            fence = nextval('{s}.fences'), expires_epoch = v_now + p_lease,
+            claimed_epoch = p_now
         WHERE u.run_id = c.run_id AND u.unit_id = c.unit_id
         RETURNING u.run_id, u.unit_id, u.fence INTO o_run, o_unit, o_fence;
         RETURN NEXT;

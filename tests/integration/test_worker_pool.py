@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from sayiir_nb import (
+    AttemptState,
     CheckpointingRunner,
     DuckDBBackend,
     Flow,
@@ -20,6 +21,7 @@ from sayiir_nb import (
     WorkflowRegistry,
     task,
 )
+from sayiir_nb.backends.base import RunUpdate
 from sayiir_nb.backends.postgres import PostgresBackend
 
 from ..pg import drop_schema, fresh_schema, require_dsn
@@ -483,3 +485,151 @@ def test_a_stopping_worker_leaves_a_lease_it_lost_alone(schema) -> None:
     assert runner.status("stop-lost").output == 20
     backend_a.close()
     backend_b.close()
+
+
+def _running_run(backend: PostgresBackend, wf, run_id: str):
+    """A run stored as running under a driver's lease, as a worker leaves it."""
+    from sayiir_nb.backends.base import RunUpdate, WriteBatch
+
+    backend.enqueue_workflow(wf, run_id, 1)
+    lease = backend.claim_next("driver/1/1", 30, time.time())
+    backend.write(lease, WriteBatch(run=RunUpdate(state=RunState.RUNNING)))
+    return lease
+
+
+def _units(run_id: str, parent: str, count: int, max_claimed=None):
+    from sayiir_nb.backends.base import UnitRecord
+
+    return [
+        UnitRecord(
+            run_id=run_id,
+            unit_id=f"{parent}[{n}]",
+            parent_id=parent,
+            kind="item",
+            node_prefix="",
+            node_id=parent,
+            part=str(n),
+            input_json=str(n),
+            max_claimed=max_claimed,
+        )
+        for n in range(count)
+    ]
+
+
+@task
+def _noop(x):
+    return x
+
+
+_FANNED = Flow("fanned").fan_out(_noop).build()
+
+
+def test_parts_and_their_fences_after_a_restart_or_a_race(schema) -> None:
+    from sayiir_nb import LeaseLostError
+    from sayiir_nb.backends.base import AttemptRecord, WriteBatch
+
+    dsn, name = schema
+    backend = PostgresBackend(dsn, schema=name)
+    try:
+        # a claim from before a restart cannot write into the new run
+        driver = _running_run(backend, _FANNED, "fence-1")
+        backend.publish_units(driver, _units("fence-1", "_noop", 1))
+        old = backend.claim_unit("fence-1", "_noop", "old/1/1", 30, time.time())
+        backend.release(driver)
+        backend.enqueue_workflow(_FANNED, "fence-1", 1, restart=True)
+        driver = backend.claim_next("driver/2/1", 30, time.time())
+        backend.write(driver, WriteBatch(run=RunUpdate(state=RunState.RUNNING)))
+        backend.publish_units(driver, _units("fence-1", "_noop", 1))
+        new = backend.claim_unit("fence-1", "_noop", "new/1/1", 30, time.time())
+        assert new is not None and new.fence != old.fence
+        late = AttemptRecord(
+            run_id="fence-1",
+            step_id="_noop[0]",
+            task_name="_noop",
+            attempt=1,
+            state=AttemptState.RUNNING,
+            started_epoch=time.time(),
+        )
+        with pytest.raises(LeaseLostError):
+            backend.write(old, WriteBatch(inserts=(late,)))
+
+        # a fan-out at its limit does not hide the parts of other runs
+        a = _running_run(backend, _FANNED, "full-a")
+        backend.publish_units(a, _units("full-a", "_noop", 10, max_claimed=1))
+        assert backend.claim_unit("full-a", "_noop", "x/1/1", 30, time.time())
+        b = _running_run(backend, _FANNED, "free-b")
+        backend.publish_units(b, _units("free-b", "_noop", 2))
+        lease, _ = backend.claim_work("y/1/1", 30, time.time(), ("unit",))
+        assert lease is not None and lease.run_id == "free-b"
+
+        # no parts are handed out while a cancel is pending
+        backend.request_control("free-b", RunState.CANCELLED)
+        lease, _ = backend.claim_work("y/1/1", 30, time.time(), ("unit",))
+        assert lease is None or lease.run_id != "free-b"
+    finally:
+        backend.close()
+
+
+def test_a_run_that_parks_as_a_signal_or_a_part_arrives_is_due_at_once(
+    schema,
+) -> None:
+    from sayiir_nb.backends.base import WriteBatch
+
+    dsn, name = schema
+    backend = PostgresBackend(dsn, schema=name)
+    try:
+        # the signal comes while the run is still running, then it parks
+        driver = _running_run(backend, _FANNED, "race-1")
+        backend.send_signal("race-1", "go", "1")
+        backend.write(driver, WriteBatch(run=RunUpdate(state=RunState.WAITING)))
+        backend.release(driver)
+        again = backend.claim_next("w/1/1", 30, time.time() + 0.01)
+        assert again is not None and again.run_id == "race-1"
+        backend.release(again)
+
+        # a part parks just as a signal arrives: it is due at once
+        driver = _running_run(backend, _FANNED, "race-2")
+        backend.publish_units(driver, _units("race-2", "_noop", 1))
+        part = backend.claim_unit("race-2", "_noop", "p/1/1", 30, time.time())
+        backend.send_signal("race-2", "go", "1")
+        backend.finish_unit(part, "waiting", None)
+        assert backend.claim_unit("race-2", "_noop", "q/1/1", 30, time.time() + 0.01)
+
+        # a part ends after its run parked: the run is due at once
+        backend.write(driver, WriteBatch(run=RunUpdate(state=RunState.WAITING)))
+        backend.release(driver)
+        part = backend.live_units("race-2")[0]
+        lease = backend.claim_unit("race-2", "_noop", "r/1/1", 0.01, time.time())
+        assert lease is None  # the run is waiting: parts are not handed out
+        assert part.state == "claimed"
+    finally:
+        backend.close()
+
+
+def test_a_notebook_run_does_not_take_parts_that_workers_hold(schema) -> None:
+    from sayiir_nb import RunBusyError
+
+    dsn, name = schema
+    backend = PostgresBackend(dsn, schema=name)
+    try:
+        driver = _running_run(backend, _FANNED, "held-1")
+        backend.publish_units(driver, _units("held-1", "_noop", 2))
+        assert backend.claim_unit("held-1", "_noop", "w/1/1", 30, time.time())
+        backend.release(driver)  # the driving worker died
+        runner = CheckpointingRunner(backend)
+        with pytest.raises(RunBusyError, match="held-1.*parts"):
+            runner.run(_FANNED, "held-1", 1)
+    finally:
+        backend.close()
+
+
+def test_a_restarted_worker_frees_its_task_slots(schema) -> None:
+    dsn, name = schema
+    backend = PostgresBackend(dsn, schema=name)
+    try:
+        assert backend.acquire_slot("send", 1, "k0/old/1", 60) == 0
+        assert backend.acquire_slot("send", 1, "k1/other/1", 60) is None
+        backend.release_owners("k0/", "k0/new")
+        assert backend.acquire_slot("send", 1, "k1/other/1", 60) == 0
+    finally:
+        backend.close()
