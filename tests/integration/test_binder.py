@@ -12,10 +12,14 @@ from pathlib import Path
 
 import pytest
 
+from ..pg import drop_schema, fresh_schema, server_dsn
+
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
 
 
+# a fresh venv with JupyterLab, then five notebooks: minutes, not seconds
+@pytest.mark.timeout(1200)
 def test_binder_environment_runs_every_notebook(tmp_path):
     repo = tmp_path / "repo"
     shutil.copytree(
@@ -41,17 +45,26 @@ def test_binder_environment_runs_every_notebook(tmp_path):
     )
     env = {**os.environ, "PATH": f"{venv / 'bin'}:{os.environ['PATH']}"}
     env.pop("MPLBACKEND", None)
+    schema = fresh_schema()  # notebook 05's tables, dropped afterwards
+    env["SAYIIR_NB_SCHEMA"] = schema
+    dsn = server_dsn()
+    if dsn is not None:
+        env["SAYIIR_NB_DSN"] = dsn
     subprocess.run(
         ["bash", "binder/postBuild"], cwd=repo, env=env, check=True, timeout=600
     )
     notebooks = sorted(str(p) for p in (repo / "notebooks").glob("*.ipynb"))
     assert len(notebooks) == 5
-    done = subprocess.run(
-        [str(venv / "bin" / "jupyter"), "execute", "--timeout=300", *notebooks],
-        cwd=repo / "notebooks",
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
+    try:
+        done = subprocess.run(
+            [str(venv / "bin" / "jupyter"), "execute", "--timeout=300", *notebooks],
+            cwd=repo / "notebooks",
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
+    finally:
+        if dsn is not None:
+            drop_schema(dsn, schema)
     assert done.returncode == 0, done.stderr[-3000:]
