@@ -164,8 +164,10 @@ async def execute_unit(
     lease; return the state it is left in."""
     backend: Any = runner.backend
     unit = backend.get_unit(lease.run_id, lease.unit)
-    snapshot = backend.load(lease.run_id)
-    if unit is None or snapshot is None:
+    if unit is None:
+        return "gone"
+    snapshot = backend.load_for_unit(unit)
+    if snapshot is None:
         return "gone"
     node = find_node(workflow, unit.node_prefix, unit.node_id)
     ex = RunExecution(

@@ -314,6 +314,33 @@ class PostgresBackend(SharedTaskLimits):
         attempts = tuple(attempt_from_row(row[:13]) for row in rows)
         return RunSnapshot(run=run, checkpoints=checkpoints, attempts=attempts)
 
+    def load_for_unit(self, unit: UnitRecord) -> RunSnapshot | None:
+        """What a worker needs to run one part of a run: the attempts inside
+        the part, and the checkpoints outside its parallel or fan-out (not
+        those of its siblings: a fan-out of n items would otherwise read n
+        outputs n times)."""
+        run = self.get_run(unit.run_id)
+        if run is None:
+            return None
+        own = like_prefix(unit.unit_id)  # a branch: the steps under it
+        if unit.kind == "item":
+            own = own[:-1]  # an item: its one step ("f[3]", not "f[30]")
+        siblings = [
+            like_prefix(unit.parent_id + "["),
+            like_prefix(unit.parent_id + "/"),
+        ]
+        rows = self._rows(
+            "SELECT " + ATTEMPT_COLUMNS + ", output_json, step_id LIKE %s "
+            "FROM {s}.attempts WHERE run_id = %s AND (step_id LIKE %s OR "
+            "(output_json IS NOT NULL AND step_id NOT LIKE %s AND "
+            "step_id NOT LIKE %s)) "
+            "ORDER BY coalesce(started_epoch, scheduled_epoch), step_id, attempt",
+            [own, unit.run_id, own, *siblings],
+        )
+        checkpoints = {row[1]: row[13] for row in rows if row[13] is not None}
+        attempts = tuple(attempt_from_row(row[:13]) for row in rows if row[14])
+        return RunSnapshot(run=run, checkpoints=checkpoints, attempts=attempts)
+
     def attempts(self, run_id: str) -> list[AttemptRecord]:
         rows = self._rows(
             "SELECT " + ATTEMPT_COLUMNS + " FROM {s}.attempts WHERE run_id = %s "
