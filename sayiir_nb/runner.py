@@ -9,6 +9,7 @@ import os
 import socket
 import time
 import uuid
+import warnings
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -31,6 +32,7 @@ from .errors import (
     RunBusyError,
     RunFinishedError,
     RunNotFoundError,
+    SayiirWarning,
 )
 from .events import Observer, Observers, RunEvent
 from .heartbeat import Heartbeat
@@ -54,6 +56,7 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_STORE = "sayiir_nb.duckdb"
 _LEASE_S = 30.0
+_TELL_WAITING_S = 5.0  # waiting longer than this for a run's lease is said
 _QUEUED = (RunState.PENDING, RunState.RUNNING, RunState.WAITING)
 STORE_ENV = "SAYIIR_NB_STORE"
 
@@ -681,10 +684,22 @@ class CheckpointingRunner:
         """Take the run's lease, waiting while another caller holds it."""
         owner = f"{self.owner}/{next(self._calls)}"
         delay = 0.005
+        told_at = time.monotonic() + _TELL_WAITING_S
         while True:
             lease = self.backend.claim(run_id, owner, lease_s=_LEASE_S)
             if lease is not None:
                 return lease
+            if time.monotonic() > told_at:
+                told_at = float("inf")
+                holder = self.backend.current_lease(run_id)
+                warnings.warn(
+                    f"run {run_id!r} is being executed by "
+                    f"{holder.owner if holder else 'another owner'!r}; this call "
+                    "waits until it lets go (interrupt to stop waiting; "
+                    "runner.status or runner.view show its progress).",
+                    SayiirWarning,
+                    stacklevel=2,
+                )
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.1)
 

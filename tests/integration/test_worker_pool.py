@@ -635,3 +635,24 @@ def test_a_restarted_worker_frees_its_task_slots(schema) -> None:
         assert backend.acquire_slot("send", 1, "k1/other/1", 60) == 0
     finally:
         backend.close()
+
+
+def test_a_run_call_on_a_run_a_worker_holds_says_it_waits(tmp_path, monkeypatch):
+    import sayiir_nb.runner as runner_module
+    from sayiir_nb import SayiirWarning
+
+    monkeypatch.setattr(runner_module, "_TELL_WAITING_S", 0.2)
+    backend = DuckDBBackend(tmp_path / "store.duckdb")
+    wf, ran = _chain_with_a_slow_middle(1.0)
+    worker = PooledWorker("busy", backend, [wf]).start()
+    try:
+        backend.enqueue_workflow(wf, "held", 1)
+        wait_for(lambda: "slow" in ran, 10, "the worker to start")
+        runner = CheckpointingRunner(backend, workflows=WorkflowRegistry([wf]))
+        with pytest.warns(SayiirWarning, match=r"'held' is being executed by 'busy/"):
+            status = runner.run(wf, "held", 1)
+    finally:
+        worker.stop(grace=1)
+    assert status.state is RunState.COMPLETED and status.output == 20
+    assert ran == ["start", "slow", "after"]  # nothing ran twice
+    backend.close()
