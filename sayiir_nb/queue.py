@@ -107,6 +107,24 @@ def _start_over(backend: Backend, record: RunRecord) -> None:
         backend.release(lease)
 
 
+class Enqueueing:
+    """Gives a backend ``enqueue_workflow``, the method form of
+    :func:`enqueue`."""
+
+    def enqueue_workflow(
+        self,
+        workflow: str | Workflow,
+        run_id: str,
+        input: Any = None,
+        *,
+        codec: Codec | None = None,
+        restart: bool = False,
+    ) -> str:
+        """Put a run in the queue for a worker; see :func:`sayiir_nb.enqueue`."""
+        backend: Backend = self  # type: ignore[assignment]
+        return enqueue(backend, workflow, run_id, input, codec=codec, restart=restart)
+
+
 def check_compatible(
     run: RunRecord, name: str, definition: str, input_json: str, digest: str
 ) -> None:

@@ -363,6 +363,26 @@ class LocalLeases:
             self.wakeups.wake()
 
 
+class LocalQueueing:
+    """The queue's control requests and wake-ups for the single-process
+    backends, kept by their :class:`LocalLeases` (``self._leases``)."""
+
+    _leases: LocalLeases
+
+    def request_control(self, run_id: str, state: RunState) -> bool:
+        """Ask the thread that executes the run to cancel or pause it at its
+        next step boundary."""
+        self._leases.request(run_id, state)
+        return True
+
+    def requested(self, run_id: str, *, fresh: bool = False) -> RunState | None:
+        return self._leases.requested(run_id)
+
+    def listen(self) -> Wakeups:
+        """Wake-ups for this process's workers when work may be claimable."""
+        return self._leases.wakeups
+
+
 def is_runnable(
     run: RunRecord, leased: Iterable[str] | set[str], now_epoch: float
 ) -> bool:

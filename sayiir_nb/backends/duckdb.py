@@ -21,25 +21,26 @@ from typing import TYPE_CHECKING, Any
 import duckdb
 
 from ..errors import BackendError, RunNotFoundError, StoreLockedError
+from ..queue import Enqueueing
 from ..status import AttemptState, ErrorInfo, RunState
 from .base import (
     AttemptRecord,
     Checkpoint,
     Lease,
     LocalLeases,
+    LocalQueueing,
     RunRecord,
     RunSnapshot,
-    Wakeups,
     WriteBatch,
     check_batch,
     is_runnable,
     refuse_contradictions,
 )
+from .rows import attempt_from_row, run_from_row
 from .schema import migrate
 
 if TYPE_CHECKING:
-    from ..codec import Codec
-    from ..workflow import Workflow
+    pass
 
 _RUN_COLUMNS = (
     "run_id, workflow_name, definition_hash, state, input_json, input_digest, codec, "
@@ -139,7 +140,7 @@ def _close_shared(shared: _SharedFile) -> None:
                 shared.conn.close()
 
 
-class DuckDBBackend:
+class DuckDBBackend(LocalQueueing, Enqueueing):
     """Runs, checkpoints and attempts in one DuckDB file.
 
     Parameters
@@ -258,7 +259,7 @@ class DuckDBBackend:
         rows = self._query(
             f"SELECT {_RUN_COLUMNS} FROM sayiir_runs WHERE run_id = ?", [run_id]
         )
-        return _run_from_row(rows[0]) if rows else None
+        return run_from_row(rows[0]) if rows else None
 
     def load(self, run_id: str) -> RunSnapshot | None:
         with self._lock:
@@ -280,13 +281,13 @@ class DuckDBBackend:
             "coalesce(a.started_epoch, a.scheduled_epoch), a.step_id, a.attempt",
             [run_id],
         )
-        return [_attempt_from_row(row) for row in rows]
+        return [attempt_from_row(row) for row in rows]
 
     def list_runs(self) -> list[RunRecord]:
         rows = self._query(
             f"SELECT {_RUN_COLUMNS} FROM sayiir_runs ORDER BY created_epoch"
         )
-        return [_run_from_row(row) for row in rows]
+        return [run_from_row(row) for row in rows]
 
     def claim(self, run_id: str, owner: str, lease_s: float) -> Lease | None:
         return self._leases.claim(run_id, owner, lease_s)
@@ -308,40 +309,13 @@ class DuckDBBackend:
             )
             leased = self._leases.leased()
             for row in rows:
-                run = _run_from_row(row)
+                run = run_from_row(row)
                 known = workflows is None or run.workflow_name in workflows
                 if known and is_runnable(run, leased, now_epoch):
                     lease = self._leases.claim(run.run_id, owner, lease_s)
                     if lease is not None:
                         return lease
             return None
-
-    def request_control(self, run_id: str, state: RunState) -> bool:
-        """Ask the thread that executes the run to cancel or pause it at its
-        next step boundary."""
-        self._leases.request(run_id, state)
-        return True
-
-    def requested(self, run_id: str, *, fresh: bool = False) -> RunState | None:
-        return self._leases.requested(run_id)
-
-    def listen(self) -> Wakeups:
-        """Wake-ups for this process's workers when work may be claimable."""
-        return self._leases.wakeups
-
-    def enqueue_workflow(
-        self,
-        workflow: str | Workflow,
-        run_id: str,
-        input: Any = None,
-        *,
-        codec: Codec | None = None,
-        restart: bool = False,
-    ) -> str:
-        """Put a run in the queue for a worker; see :func:`sayiir_nb.enqueue`."""
-        from ..queue import enqueue
-
-        return enqueue(self, workflow, run_id, input, codec=codec, restart=restart)
 
     def current_lease(self, run_id: str) -> Lease | None:
         return self._leases.current(run_id)
@@ -613,57 +587,6 @@ def _run_params(r: RunRecord) -> list[Any]:
     ]
 
 
-def _run_from_row(row: tuple[Any, ...]) -> RunRecord:
-    (
-        run_id,
-        workflow,
-        digest_hash,
-        state,
-        input_json,
-        input_digest,
-        codec,
-        output,
-        error_type,
-        error_message,
-        error_traceback,
-        error_step,
-        created,
-        updated,
-        wake,
-    ) = row
-    error = _error_from(error_type, error_message, error_traceback, error_step)
-    return RunRecord(
-        run_id=run_id,
-        workflow_name=workflow,
-        definition_hash=digest_hash,
-        state=RunState(state),
-        input_json=input_json,
-        input_digest=input_digest,
-        codec=codec,
-        output_json=output,
-        error=error,
-        created_epoch=created,
-        updated_epoch=updated,
-        wake_epoch=wake,
-    )
-
-
-def _error_from(
-    error_type: str | None,
-    message: str | None,
-    traceback: str | None,
-    step_id: str | None,
-) -> ErrorInfo | None:
-    if error_type is None:
-        return None
-    return ErrorInfo(
-        type=error_type,
-        message=message or "",
-        traceback=traceback or "",
-        step_id=step_id,
-    )
-
-
 def _attempt_params(a: AttemptRecord, point: Checkpoint | None) -> list[Any]:
     is_checkpoint = (
         point is not None
@@ -683,35 +606,3 @@ def _attempt_params(a: AttemptRecord, point: Checkpoint | None) -> list[Any]:
         a.owner,
         point.output_json if is_checkpoint and point is not None else None,
     ]
-
-
-def _attempt_from_row(row: tuple[Any, ...]) -> AttemptRecord:
-    (
-        run_id,
-        step_id,
-        task_name,
-        attempt,
-        state,
-        scheduled,
-        started,
-        ended,
-        wait_s,
-        owner,
-        error_type,
-        error_message,
-        error_traceback,
-    ) = row
-    error = _error_from(error_type, error_message, error_traceback, step_id)
-    return AttemptRecord(
-        run_id=run_id,
-        step_id=step_id,
-        task_name=task_name,
-        attempt=attempt,
-        state=AttemptState(state),
-        scheduled_epoch=scheduled,
-        started_epoch=started,
-        ended_epoch=ended,
-        wait_before_s=wait_s,
-        error=error,
-        owner=owner,
-    )

@@ -8,17 +8,18 @@ import uuid
 from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ..errors import BackendError, RunNotFoundError
+from ..queue import Enqueueing
 from ..status import AttemptState, ErrorInfo, RunState
 from .base import (
     AttemptRecord,
     Lease,
     LocalLeases,
+    LocalQueueing,
     RunRecord,
     RunSnapshot,
-    Wakeups,
     WriteBatch,
     check_batch,
     is_runnable,
@@ -30,11 +31,8 @@ from .schema import migrate
 if TYPE_CHECKING:
     import duckdb
 
-    from ..codec import Codec
-    from ..workflow import Workflow
 
-
-class InMemoryBackend:
+class InMemoryBackend(LocalQueueing, Enqueueing):
     """Keeps everything in dictionaries; nothing survives the process.
 
     Use it in your own tests and to explore: it honours the same contract as
@@ -119,33 +117,6 @@ class InMemoryBackend:
                 if lease is not None:
                     return lease
             return None
-
-    def request_control(self, run_id: str, state: RunState) -> bool:
-        """Ask the thread that executes the run to cancel or pause it at its
-        next step boundary."""
-        self._leases.request(run_id, state)
-        return True
-
-    def requested(self, run_id: str, *, fresh: bool = False) -> RunState | None:
-        return self._leases.requested(run_id)
-
-    def listen(self) -> Wakeups:
-        """Wake-ups for this process's workers when work may be claimable."""
-        return self._leases.wakeups
-
-    def enqueue_workflow(
-        self,
-        workflow: str | Workflow,
-        run_id: str,
-        input: Any = None,
-        *,
-        codec: Codec | None = None,
-        restart: bool = False,
-    ) -> str:
-        """Put a run in the queue for a worker; see :func:`sayiir_nb.enqueue`."""
-        from ..queue import enqueue
-
-        return enqueue(self, workflow, run_id, input, codec=codec, restart=restart)
 
     def current_lease(self, run_id: str) -> Lease | None:
         return self._leases.current(run_id)

@@ -26,6 +26,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..errors import BackendError, LeaseLostError, RunNotFoundError
+from ..queue import Enqueueing
 from ..status import RunState
 from .base import (
     AttemptRecord,
@@ -42,24 +43,21 @@ from .postgres_rows import (
     ATTEMPT_COLUMNS,
     RUN_COLUMNS,
     UNIT_COLUMNS,
-    attempt_from_row,
     fill_history,
     like_prefix,
     payload,
-    run_from_row,
     run_params,
     safe_dsn,
     unit_from_row,
 )
 from .postgres_sql import CONTRADICTION, LEASE_LOST, MIGRATIONS, SCHEMA_VERSION
+from .rows import attempt_from_row, run_from_row
 
 if TYPE_CHECKING:
     import duckdb
     import psycopg
     from psycopg_pool import ConnectionPool
 
-    from ..codec import Codec
-    from ..workflow import Workflow
 
 logger = logging.getLogger(__name__)
 
@@ -69,7 +67,7 @@ _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,40}$")
 _TRIES = 4
 
 
-class PostgresBackend(SharedTaskLimits):
+class PostgresBackend(SharedTaskLimits, Enqueueing):
     """Runs, checkpoints, attempts, signals and the work queue in PostgreSQL.
 
     Parameters
@@ -247,20 +245,6 @@ class PostgresBackend(SharedTaskLimits):
                 f"run {record.run_id!r} could neither be created nor read back."
             )
         return existing, False
-
-    def enqueue_workflow(
-        self,
-        workflow: str | Workflow,
-        run_id: str,
-        input: Any = None,
-        *,
-        codec: Codec | None = None,
-        restart: bool = False,
-    ) -> str:
-        """Put a run in the queue for a worker; see :func:`sayiir_nb.enqueue`."""
-        from ..queue import enqueue
-
-        return enqueue(self, workflow, run_id, input, codec=codec, restart=restart)
 
     def reset_run(self, lease: Lease, record: RunRecord) -> None:
         params = [lease.run_id]

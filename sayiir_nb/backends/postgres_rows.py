@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Any
 
-from ..status import AttemptState, ErrorInfo, RunState
+from ..status import AttemptState
 from .base import AttemptRecord, RunRecord, UnitRecord, WriteBatch
 
 if TYPE_CHECKING:
@@ -113,64 +113,6 @@ def run_params(r: RunRecord) -> list[Any]:
         r.updated_epoch,
         finite(r.wake_epoch),
     ]
-
-
-def run_from_row(row: tuple[Any, ...]) -> RunRecord:
-    (
-        run_id, workflow, definition, state, input_json, digest, codec, output,
-        error_type, error_message, error_traceback, error_step, created, updated,
-        wake,
-    ) = row  # fmt: skip
-    error = None
-    if error_type is not None:
-        error = ErrorInfo(
-            type=error_type,
-            message=error_message or "",
-            traceback=error_traceback or "",
-            step_id=error_step,
-        )
-    return RunRecord(
-        run_id=run_id,
-        workflow_name=workflow,
-        definition_hash=definition,
-        state=RunState(state),
-        input_json=input_json,
-        input_digest=digest,
-        codec=codec,
-        output_json=output,
-        error=error,
-        created_epoch=created,
-        updated_epoch=updated,
-        wake_epoch=wake,
-    )
-
-
-def attempt_from_row(row: tuple[Any, ...]) -> AttemptRecord:
-    (
-        run_id, step_id, task_name, attempt, state, scheduled, started, ended,
-        wait_s, owner, error_type, error_message, error_traceback,
-    ) = row  # fmt: skip
-    error = None
-    if error_type is not None:
-        error = ErrorInfo(
-            type=error_type,
-            message=error_message or "",
-            traceback=error_traceback or "",
-            step_id=step_id,
-        )
-    return AttemptRecord(
-        run_id=run_id,
-        step_id=step_id,
-        task_name=task_name,
-        attempt=attempt,
-        state=AttemptState(state),
-        scheduled_epoch=scheduled,
-        started_epoch=started,
-        ended_epoch=ended,
-        wait_before_s=wait_s,
-        error=error,
-        owner=owner,
-    )
 
 
 def unit_from_row(row: tuple[Any, ...]) -> UnitRecord:
