@@ -45,7 +45,7 @@ from .interrupt import has_running_loop, run_here, run_in_thread
 from .queue import check_compatible, check_run_id, encode_value, input_digest
 from .recovery import LOST_INTERRUPT, lost_attempts
 from .registry import WorkflowRegistry
-from .status import ErrorInfo, RunState, WorkflowStatus
+from .status import AttemptState, ErrorInfo, RunState, WorkflowStatus
 from .steps import step_statuses
 from .workflow import Workflow
 
@@ -766,8 +766,9 @@ def _without_live_units(backend: Backend, snapshot: RunSnapshot) -> RunSnapshot:
     """``snapshot`` without the attempts of parts that other workers are
     running now (they are not lost: their workers still hold them)."""
     live_units = getattr(backend, "live_units", None)
-    if live_units is None:
-        return snapshot
+    running = [a for a in snapshot.attempts if a.state is AttemptState.RUNNING]
+    if live_units is None or not running:
+        return snapshot  # nothing that could belong to a live part
     from .units import inside
 
     held = live_units(snapshot.run.run_id)
