@@ -22,6 +22,7 @@ from .backends.base import (
     RunSnapshot,
     RunUpdate,
     WriteBatch,
+    with_update,
 )
 from .codec import Codec, JsonCodec
 from .duration import Duration, to_seconds
@@ -462,6 +463,7 @@ class CheckpointingRunner:
         control: Callable[[], RunState | None] | None = None,
         inline_wait_s: float | None = None,
         shared: SharedSteps | None = None,
+        snapshot: RunSnapshot | None = None,
     ) -> WorkflowStatus | None:
         """Resume a run whose lease a worker claimed from the queue; ``None``
         if there is nothing to do for it.
@@ -476,8 +478,12 @@ class CheckpointingRunner:
             call with a waiting run (which the queue hands out when due).
         shared
             Share the run's branches and fan-out items with other workers.
+        snapshot
+            The run as the caller just loaded it under the lease (read here
+            if not given).
         """
-        snapshot = self.backend.load(lease.run_id)
+        if snapshot is None:
+            snapshot = self.backend.load(lease.run_id)
         if snapshot is None or snapshot.run.state not in _QUEUED:
             return None
         run = snapshot.run
@@ -497,12 +503,12 @@ class CheckpointingRunner:
         resume = lost_attempts(_without_live_units(self.backend, snapshot), workflow)
         adopted = None if run.definition_hash else workflow.definition_hash
         update = RunUpdate(state=RunState.RUNNING, definition_hash=adopted)
-        self.backend.write(lease, replace(resume, run=update))
-        snapshot = self.backend.load(lease.run_id) or snapshot
+        batch = replace(resume, run=update)
+        self.backend.write(lease, batch)
         return await self._execute(
             workflow,
             lease,
-            snapshot,
+            _applied(snapshot, batch),
             control=control,
             inline_wait_s=inline_wait_s,
             shared=shared,
@@ -760,6 +766,25 @@ class CheckpointingRunner:
             )
         finally:
             self.backend.release(lease)
+
+
+def _applied(snapshot: RunSnapshot, batch: WriteBatch) -> RunSnapshot:
+    """``snapshot`` as the store holds it once ``batch`` is written."""
+    attempts = {(a.step_id, a.attempt): a for a in snapshot.attempts}
+    for attempt in (*batch.updates, *batch.inserts):
+        attempts[(attempt.step_id, attempt.attempt)] = attempt
+    run = snapshot.run
+    if batch.run is not None:
+        run = with_update(run, batch.run, time.time())
+    ordered = sorted(
+        attempts.values(),
+        key=lambda a: (
+            a.started_epoch or a.scheduled_epoch or 0.0,
+            a.step_id,
+            a.attempt,
+        ),
+    )
+    return replace(snapshot, run=run, attempts=tuple(ordered))
 
 
 def _without_live_units(backend: Backend, snapshot: RunSnapshot) -> RunSnapshot:

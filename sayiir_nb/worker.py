@@ -355,7 +355,8 @@ class PooledWorker:
                     )
 
     async def _execute(self, lease: Lease, owner: str) -> None:
-        run = self.backend.get_run(lease.run_id)
+        snapshot = None if lease.unit else self.backend.load(lease.run_id)
+        run = snapshot.run if snapshot else self.backend.get_run(lease.run_id)
         if run is None:
             return
         if run.workflow_name not in self.workflows:
@@ -394,6 +395,7 @@ class PooledWorker:
             control=control,
             inline_wait_s=self.inline_wait_s,
             shared=shared,
+            snapshot=snapshot,
         )
 
     def _refuse(self, lease: Lease, name: str) -> None:
