@@ -80,3 +80,29 @@ def test_passwords_never_reach_a_log_line() -> None:
     assert safe_dsn("postgresql://app:s3cret@db/x") == "postgresql://app:***@db/x"
     assert "s3cret" not in safe_dsn("host=db user=app password=s3cret dbname=x")
     assert safe_dsn("postgresql://app@db/x") == "postgresql://app@db/x"
+
+
+def test_the_command_is_installed_and_documents_its_options() -> None:
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    command = shutil.which("sayiir-nb") or str(
+        Path(sys.executable).parent / "sayiir-nb"
+    )
+    done = subprocess.run(
+        [command, "worker", "--help"], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    for option in ("--dsn", "--app", "--concurrency", "--worker-id", "--grace"):
+        assert option in done.stdout
+    assert "default: sayiir" in done.stdout  # the schema's default is shown
+    missing = subprocess.run(
+        [command, "worker", "--app", "x:y"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PATH": "/usr/bin:/bin"},
+    )
+    assert missing.returncode == 2 and "give --dsn" in missing.stderr
