@@ -74,7 +74,7 @@ def _parser() -> argparse.ArgumentParser:
     worker.add_argument(
         "--dsn",
         default=os.environ.get("SAYIIR_NB_DSN"),
-        help="PostgreSQL connection string (default: $SAYIIR_NB_DSN)",
+        help="PostgreSQL connection string; $SAYIIR_NB_DSN if not given",
     )
     worker.add_argument("--schema", default="sayiir", help="PostgreSQL schema")
     worker.add_argument(
@@ -89,12 +89,14 @@ def _parser() -> argparse.ArgumentParser:
     worker.add_argument(
         "--worker-id",
         default=f"{socket.gethostname()}-{os.getpid()}",
-        help="stable name of this worker (default: host-pid)",
+        help="stable name of this worker (give each live worker its own)",
     )
     worker.add_argument("--lease", type=float, default=30.0, help="seconds")
     worker.add_argument("--grace", type=float, default=10.0, help="seconds")
     worker.add_argument("--poll", type=float, default=1.0, help="seconds")
-    worker.add_argument("--log-level", default="INFO")
+    worker.add_argument(
+        "--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR"
+    )
     return parser
 
 

@@ -237,7 +237,7 @@ def _encode_other(value: Any) -> Any:
         if isinstance(value, base):
             return encoder(value)
     raise _Refused(
-        "the JSON codec does not know this type. Return built-in types, "
+        "the JSON codec does not know this type. Use built-in types, "
         "dataclasses, pydantic models or DataFrames, or pass a codec that "
         "handles it.",
         value,

@@ -442,6 +442,7 @@ class RunExecution:
             await limits.enter_async_context(
                 limited(self.backend, step.task, self.owner, self.lease_s)
             )
+            self.check_control()  # a cancel may have come during the wait
             start = self.new_attempt(
                 step_id, step.task.name, number, AttemptState.RUNNING
             )
@@ -453,9 +454,11 @@ class RunExecution:
         if self.park_after_s is not None and due - time.time() > self.park_after_s:
             raise RunWaiting(due)
         await self.sleep_until(due)
+        self.check_control()  # a cancel may have come during the backoff
         await limits.enter_async_context(
             limited(self.backend, step.task, self.owner, self.lease_s)
         )
+        self.check_control()
         start = replace(pending, state=AttemptState.RUNNING, started_epoch=time.time())
         self.write(WriteBatch(updates=(start,)))
         return start, True

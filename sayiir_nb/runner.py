@@ -559,9 +559,10 @@ class CheckpointingRunner:
             return self._status_of(snapshot, workflow)
 
         logger.info(
-            "run %s of workflow %s started",
+            "run %s of workflow %s %s",
             run_id,
             workflow.name,
+            "resumed" if snapshot.attempts else "started",
             extra={"event": "run.start", "run_id": run_id, "workflow": workflow.name},
         )
         began = time.perf_counter()

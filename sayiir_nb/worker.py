@@ -135,7 +135,7 @@ class PooledWorker:
         self._stopped = threading.Event()
         self._threads: list[threading.Thread] = []
         self._listener: Any = None
-        self.executed = 0
+        self.executed = 0  # claims this worker has executed (runs and parts)
 
     def __repr__(self) -> str:
         state = "running" if self._threads and not self._stopped.is_set() else "idle"
@@ -366,11 +366,14 @@ class PooledWorker:
         workflow = self.workflows.get(run.workflow_name)
         control = self._control(lease.run_id)
         shared = self._shared(owner) if self._shares else None
+        # a run left running was not handed back: its owner's lease lapsed
+        taking_over = snapshot is not None and snapshot.run.state is RunState.RUNNING
         logger.info(
-            "worker %s claimed %s%s",
+            "worker %s claimed %s%s%s",
             self.worker_id,
             f"part {lease.unit} of run " if lease.unit else "run ",
             lease.run_id,
+            " (its previous owner's lease lapsed)" if taking_over else "",
             extra={
                 "event": "worker.claimed",
                 "run_id": lease.run_id,

@@ -300,6 +300,7 @@ class LocalLeases:
         self._leases: dict[str, Lease] = {}
         self._fences: dict[str, int] = {}
         self._requests: dict[str, RunState] = {}
+        self._stopped: dict[str, RunState] = {}  # runs cancelled or paused here
         self.wakeups = Wakeups()
 
     def claim(self, run_id: str, owner: str, lease_s: float) -> Lease | None:
@@ -350,15 +351,26 @@ class LocalLeases:
             self._requests[run_id] = state
 
     def requested(self, run_id: str) -> RunState | None:
-        return self._requests.get(run_id)
+        """A pending request, else the cancel or pause the run is in."""
+        return self._requests.get(run_id) or self._stopped.get(run_id)
+
+    def forget(self, run_id: str) -> None:
+        """Drop what is known of a run's requests (it starts over)."""
+        with self._lock:
+            self._requests.pop(run_id, None)
+            self._stopped.pop(run_id, None)
 
     def settled(self, run_id: str, state: RunState) -> None:
         """Forget a request once the run reached a state that answers it; wake
         workers if it went back to the queue."""
         queued = (RunState.RUNNING, RunState.WAITING, RunState.PENDING)
-        if state not in queued and run_id in self._requests:
-            with self._lock:
+        with self._lock:
+            if state not in queued:
                 self._requests.pop(run_id, None)
+            if state in (RunState.CANCELLED, RunState.PAUSED):
+                self._stopped[run_id] = state
+            else:
+                self._stopped.pop(run_id, None)
         if state in (RunState.PENDING, RunState.WAITING):
             self.wakeups.wake()
 

@@ -243,6 +243,7 @@ class DuckDBBackend(LocalQueueing, Enqueueing):
     def reset_run(self, lease: Lease, record: RunRecord) -> None:
         with self._lock:
             self._leases.check(lease)
+            self._leases.forget(record.run_id)
             with self._tx() as conn:
                 for table in (
                     "sayiir_signals",

@@ -64,6 +64,7 @@ class InMemoryBackend(LocalQueueing, Enqueueing):
         with self._lock:
             self._leases.check(lease)
             self._store_new(record)
+            self._leases.forget(record.run_id)
 
     def _store_new(self, record: RunRecord) -> None:
         self._runs[record.run_id] = record

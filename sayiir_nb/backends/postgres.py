@@ -248,6 +248,7 @@ class PostgresBackend(SharedTaskLimits, Enqueueing):
 
     def reset_run(self, lease: Lease, record: RunRecord) -> None:
         params = [lease.run_id]
+        self._requests.pop(lease.run_id, None)  # the run starts over
 
         def use(conn: psycopg.Connection[Any]) -> None:
             with conn.transaction():
@@ -489,7 +490,12 @@ class PostgresBackend(SharedTaskLimits, Enqueueing):
                 with self._pool.connection(timeout=30) as conn:
                     row = conn.execute(sql, params).fetchone()
                 self._requests[lease.run_id] = row[0] if row else None
-                if batch.run is not None and batch.run.state.is_finished:
+                stopped = (RunState.CANCELLED, RunState.PAUSED)
+                if batch.run is not None and batch.run.state in stopped:
+                    # the request is answered; parts still running in this
+                    # process must stop all the same
+                    self._requests[lease.run_id] = batch.run.state.value
+                elif batch.run is not None and batch.run.state.is_finished:
                     self._requests.pop(lease.run_id, None)  # nothing to ask now
                 return
             except psycopg.OperationalError as error:
@@ -519,11 +525,14 @@ class PostgresBackend(SharedTaskLimits, Enqueueing):
         return all(stored.get((a.step_id, a.attempt)) == a.state.value for a in written)
 
     def requested(self, run_id: str, *, fresh: bool = False) -> RunState | None:
-        """The cancel or pause asked for a run from any process: as the last
-        write under its lease saw it, or read now if ``fresh``."""
+        """The cancel or pause asked for a run from any process (or done
+        already: parts of a cancelled run stop too), as the last write under
+        its lease saw it, or read now if ``fresh``."""
         if fresh or run_id not in self._requests:
             rows = self._rows(
-                "SELECT requested FROM {s}.runs WHERE run_id = %s", [run_id]
+                "SELECT CASE WHEN state IN ('cancelled', 'paused') THEN state "
+                "ELSE requested END FROM {s}.runs WHERE run_id = %s",
+                [run_id],
             )
             self._requests[run_id] = rows[0][0] if rows else None
         value = self._requests.get(run_id)

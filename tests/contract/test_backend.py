@@ -227,7 +227,18 @@ def test_control_requests_are_kept_until_answered(backend):
     backend.write(lease, WriteBatch(run=RunUpdate(state=RunState.PENDING)))
     assert backend.requested("r", fresh=True) is RunState.CANCELLED  # handed back
     backend.write(lease, WriteBatch(run=RunUpdate(state=RunState.CANCELLED)))
-    assert backend.requested("r", fresh=True) is None  # answered
+    # answered; what still runs of the run (its parts) stops all the same
+    assert backend.requested("r", fresh=True) is RunState.CANCELLED
+
+
+def test_a_pause_is_forgotten_once_the_run_is_unpaused(backend):
+    backend.create_run(record("r", RunState.RUNNING))
+    lease = backend.claim("r", "a", 30)
+    backend.request_control("r", RunState.PAUSED)
+    backend.write(lease, WriteBatch(run=RunUpdate(state=RunState.PAUSED)))
+    assert backend.requested("r", fresh=True) is RunState.PAUSED
+    backend.write(lease, WriteBatch(run=RunUpdate(state=RunState.WAITING)))
+    assert backend.requested("r", fresh=True) is None  # unpaused: run again
 
 
 def test_a_signal_makes_a_waiting_run_claimable(backend):
@@ -292,3 +303,14 @@ def test_enqueue_with_restart_starts_a_run_over(backend):
     assert snapshot.run.state is RunState.PENDING
     assert snapshot.run.input_json == "2"
     assert snapshot.attempts == () and snapshot.checkpoints == {}
+
+
+def test_a_run_started_over_forgets_its_cancel(backend):
+    backend.create_run(record("r", RunState.RUNNING))
+    lease = backend.claim("r", "a", 30)
+    backend.request_control("r", RunState.CANCELLED)
+    backend.write(lease, WriteBatch(run=RunUpdate(state=RunState.CANCELLED)))
+    assert backend.requested("r") is RunState.CANCELLED
+    backend.reset_run(lease, record("r", RunState.RUNNING))
+    assert backend.requested("r") is None
+    assert backend.requested("r", fresh=True) is None

@@ -519,3 +519,14 @@ def test_equal_dicts_with_other_key_types_match(runner):
     runner.run(wf, "keys", {1: "x", 2: "y", "$": 3})
     runner.run(wf, "keys", {"$": 3, 2: "y", 1: "x"})
     assert calls.count("fetch") == 1
+
+
+def test_a_cancelled_run_started_over_runs_to_its_end(runner, backend):
+    calls = Calls()
+    wf = chain(calls)
+    backend.enqueue_workflow(wf, "again", "spring")
+    assert runner.cancel("again").state is RunState.CANCELLED
+    assert runner.run(wf, "again", "spring").state is RunState.CANCELLED  # stays
+    status = runner.run(wf, "again", "spring", restart=True)
+    assert status.state is RunState.COMPLETED and status.output == 3
+    assert calls.log == ["fetch", "render", "send"]

@@ -656,3 +656,45 @@ def test_a_run_call_on_a_run_a_worker_holds_says_it_waits(tmp_path, monkeypatch)
     assert status.state is RunState.COMPLETED and status.output == 20
     assert ran == ["start", "slow", "after"]  # nothing ran twice
     backend.close()
+
+
+def test_attempts_waiting_for_a_rate_limit_do_not_start_after_a_cancel(schema):
+    dsn, name = schema
+    backends = [PostgresBackend(dsn, schema=name) for _ in range(2)]
+    starts: list[float] = []
+
+    @task(rate_limit="5/s")
+    def rated(x):
+        starts.append(time.time())
+        return x
+
+    wf = (
+        Flow("rated")
+        .then(lambda n: list(range(n)), name="items")
+        .fan_out(rated, concurrency=6)
+        .build()
+    )
+    workers = [
+        PooledWorker(f"r{i}", b, [wf], concurrency=3).start()
+        for i, b in enumerate(backends)
+    ]
+    runner = CheckpointingRunner(backends[0], workflows=WorkflowRegistry([wf]))
+    try:
+        backends[0].enqueue_workflow(wf, "rated-1", 30)
+        wait_for(lambda: len(starts) >= 3, 15, "the first rated starts")
+        runner.cancel("rated-1")
+        cancelled_at = time.time()
+        wait_for(
+            lambda: runner.status("rated-1").state is RunState.CANCELLED,
+            15,
+            "the cancel",
+        )
+        time.sleep(1.0)  # attempts that ignored the cancel would start now
+    finally:
+        for worker in workers:
+            worker.stop(grace=1)
+    late = [t for t in starts if t > cancelled_at + 0.05]
+    assert late == []
+    assert len(starts) < 30
+    for b in backends:
+        b.close()
