@@ -25,7 +25,7 @@ from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from ..errors import BackendError, LeaseLostError, RunNotFoundError
+from ..errors import BackendError, RunNotFoundError
 from ..queue import Enqueueing
 from ..status import RunState
 from .base import (
@@ -33,7 +33,6 @@ from .base import (
     Lease,
     RunRecord,
     RunSnapshot,
-    UnitRecord,
     WriteBatch,
     check_batch,
 )
@@ -42,15 +41,14 @@ from .postgres_listen import PgListener
 from .postgres_rows import (
     ATTEMPT_COLUMNS,
     RUN_COLUMNS,
-    UNIT_COLUMNS,
     fill_history,
     like_prefix,
     payload,
     run_params,
     safe_dsn,
-    unit_from_row,
 )
 from .postgres_sql import CONTRADICTION, LEASE_LOST, MIGRATIONS, SCHEMA_VERSION
+from .postgres_units import SharedUnits, lease_lost
 from .rows import attempt_from_row, run_from_row
 
 if TYPE_CHECKING:
@@ -67,7 +65,7 @@ _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,40}$")
 _TRIES = 4
 
 
-class PostgresBackend(SharedTaskLimits, Enqueueing):
+class PostgresBackend(SharedUnits, SharedTaskLimits, Enqueueing):
     """Runs, checkpoints, attempts, signals and the work queue in PostgreSQL.
 
     Parameters
@@ -260,7 +258,7 @@ class PostgresBackend(SharedTaskLimits, Enqueueing):
                     [lease.run_id, lease.fence],
                 ).fetchone()
                 if found is None:
-                    raise _lost(lease)
+                    raise lease_lost(lease)
                 for table in ("attempts", "signals", "units", "runs"):
                     conn.execute(
                         self._sql(f"DELETE FROM {{s}}.{table} WHERE run_id = %s"),
@@ -297,33 +295,6 @@ class PostgresBackend(SharedTaskLimits, Enqueueing):
         )
         checkpoints = {row[1]: row[13] for row in rows if row[13] is not None}
         attempts = tuple(attempt_from_row(row[:13]) for row in rows)
-        return RunSnapshot(run=run, checkpoints=checkpoints, attempts=attempts)
-
-    def load_for_unit(self, unit: UnitRecord) -> RunSnapshot | None:
-        """What a worker needs to run one part of a run: the attempts inside
-        the part, and the checkpoints outside its parallel or fan-out (not
-        those of its siblings: a fan-out of n items would otherwise read n
-        outputs n times)."""
-        run = self.get_run(unit.run_id)
-        if run is None:
-            return None
-        own = like_prefix(unit.unit_id)  # a branch: the steps under it
-        if unit.kind == "item":
-            own = own[:-1]  # an item: its one step ("f[3]", not "f[30]")
-        siblings = [
-            like_prefix(unit.parent_id + "["),
-            like_prefix(unit.parent_id + "/"),
-        ]
-        rows = self._rows(
-            "SELECT " + ATTEMPT_COLUMNS + ", output_json, step_id LIKE %s "
-            "FROM {s}.attempts WHERE run_id = %s AND (step_id LIKE %s OR "
-            "(output_json IS NOT NULL AND step_id NOT LIKE %s AND "
-            "step_id NOT LIKE %s)) "
-            "ORDER BY coalesce(started_epoch, scheduled_epoch), step_id, attempt",
-            [own, unit.run_id, own, *siblings],
-        )
-        checkpoints = {row[1]: row[13] for row in rows if row[13] is not None}
-        attempts = tuple(attempt_from_row(row[:13]) for row in rows if row[14])
         return RunSnapshot(run=run, checkpoints=checkpoints, attempts=attempts)
 
     def attempts(self, run_id: str) -> list[AttemptRecord]:
@@ -403,7 +374,7 @@ class PostgresBackend(SharedTaskLimits, Enqueueing):
     def renew(self, lease: Lease, lease_s: float) -> Lease:
         lost = self.renew_all([lease], lease_s)
         if lost:
-            raise _lost(lease)
+            raise lease_lost(lease)
         return lease
 
     def renew_all(self, leases: Sequence[Lease], lease_s: float) -> list[Lease]:
@@ -549,120 +520,6 @@ class PostgresBackend(SharedTaskLimits, Enqueueing):
         )
         return bool(rows)
 
-    # -- parts of runs claimed separately -------------------------------------
-
-    def publish_units(self, lease: Lease, units: Sequence[UnitRecord]) -> None:
-        """Store parts of a run for workers to claim (those stored already are
-        kept as they are)."""
-        if not units:
-            return
-        now = time.time()
-        rows = [
-            (
-                u.run_id, u.unit_id, u.parent_id, u.kind, u.node_prefix, u.node_id,
-                u.part, u.input_json, u.context_json, "ready", None,
-                u.max_claimed, now + i * 1e-6,
-            )
-            for i, u in enumerate(units)
-        ]  # fmt: skip
-        columns = UNIT_COLUMNS + ", created_epoch"
-
-        def use(conn: psycopg.Connection[Any]) -> None:
-            with conn.transaction():
-                _check_lease(conn, self, lease)
-                with conn.cursor() as cursor:
-                    cursor.executemany(
-                        self._sql(
-                            f"INSERT INTO {{s}}.units ({columns}) VALUES ("
-                            + ", ".join(["%s"] * 13)
-                            + ") ON CONFLICT (run_id, unit_id) DO NOTHING"
-                        ),
-                        rows,
-                    )
-                conn.execute("SELECT pg_notify(%s, %s)", [self.channel, lease.run_id])
-
-        self._with_conn(use)
-
-    def unit_states(
-        self, run_id: str, parent_id: str
-    ) -> list[tuple[str, str, float | None]]:
-        """``(unit id, state, wake epoch)`` of every part of ``parent_id``."""
-        rows = self._rows(
-            "SELECT unit_id, state, wake_epoch FROM {s}.units WHERE run_id = %s "
-            "AND parent_id = %s ORDER BY created_epoch",
-            [run_id, parent_id],
-        )
-        return [(unit_id, state, wake) for unit_id, state, wake in rows]
-
-    def drop_units(self, lease: Lease) -> int:
-        """Delete the parts of the run that nobody holds (its caller runs the
-        run itself, so workers must not claim them); return how many."""
-
-        def use(conn: psycopg.Connection[Any]) -> int:
-            with conn.transaction():
-                _check_lease(conn, self, lease)
-                cursor = conn.execute(
-                    self._sql(
-                        "DELETE FROM {s}.units WHERE run_id = %s AND NOT "
-                        "(state = 'claimed' AND expires_epoch > {s}.now_epoch())"
-                    ),
-                    [lease.run_id],
-                )
-                return cursor.rowcount
-
-        return self._with_conn(use)
-
-    def live_units(self, run_id: str) -> list[UnitRecord]:
-        """The parts of a run that a worker holds a live claim on now."""
-        rows = self._rows(
-            "SELECT " + UNIT_COLUMNS + " FROM {s}.units WHERE run_id = %s AND "
-            "state = 'claimed' AND expires_epoch > {s}.now_epoch()",
-            [run_id],
-        )
-        return [unit_from_row(row) for row in rows]
-
-    def get_unit(self, run_id: str, unit_id: str) -> UnitRecord | None:
-        rows = self._rows(
-            "SELECT " + UNIT_COLUMNS + " FROM {s}.units WHERE run_id = %s AND "
-            "unit_id = %s",
-            [run_id, unit_id],
-        )
-        return unit_from_row(rows[0]) if rows else None
-
-    def claim_unit(
-        self,
-        run_id: str,
-        parent_id: str,
-        owner: str,
-        lease_s: float,
-        now_epoch: float,
-        workflows: Collection[str] | None = None,
-    ) -> Lease | None:
-        """Claim a claimable part of ``parent_id`` in run ``run_id``."""
-        names = None if workflows is None else sorted(workflows)
-        rows = self._rows(
-            "SELECT o_unit, o_fence, {s}.now_epoch() + %s FROM "
-            "{s}.claim_unit(%s, %s, %s, %s, %s, %s::text[])",
-            [lease_s, owner, lease_s, now_epoch, run_id, parent_id, names],
-        )
-        if not rows or rows[0][0] is None:
-            return None
-        unit_id, fence, expires = rows[0]
-        self._requests[run_id] = None  # parts are handed out only then
-        return Lease(
-            run_id=run_id, owner=owner, fence=fence, expires_epoch=expires, unit=unit_id
-        )
-
-    def finish_unit(
-        self, lease: Lease, state: str, wake_epoch: float | None = None
-    ) -> None:
-        """End a claim of a part: ``done``, ``failed``, ``waiting`` (until
-        ``wake_epoch``, or a signal) or ``ready`` (given back unfinished)."""
-        self._rows(
-            "SELECT {s}.finish_unit(%s, %s, %s, %s, %s, %s)",
-            [lease.run_id, lease.unit, lease.fence, state, wake_epoch, time.time()],
-        )
-
     # -- signals ------------------------------------------------------------
 
     def send_signal(self, run_id: str, name: str, payload_json: str) -> str:
@@ -806,39 +663,12 @@ def _check_reachable(dsn: str, schema: str) -> None:
         )
 
 
-def _check_lease(
-    conn: psycopg.Connection[Any], backend: PostgresBackend, lease: Lease
-) -> None:
-    if lease.unit:
-        sql = (
-            "SELECT 1 FROM {s}.units WHERE run_id = %s AND unit_id = %s AND "
-            "fence = %s AND state = 'claimed' FOR SHARE"
-        )
-        params: list[Any] = [lease.run_id, lease.unit, lease.fence]
-    else:
-        sql = (
-            "SELECT 1 FROM {s}.leases WHERE run_id = %s AND fence = %s AND "
-            "owner IS NOT NULL FOR SHARE"
-        )
-        params = [lease.run_id, lease.fence]
-    if conn.execute(backend._sql(sql), params).fetchone() is None:
-        raise _lost(lease)
-
-
-def _lost(lease: Lease) -> LeaseLostError:
-    what = f"part {lease.unit!r} of run" if lease.unit else "run"
-    return LeaseLostError(
-        f"{what} {lease.run_id!r}: the lease of {lease.owner!r} (fence "
-        f"{lease.fence}) is no longer current; another owner has it."
-    )
-
-
 def _translate(
     error: Exception, backend: PostgresBackend, lease: Lease | None = None
 ) -> Exception:
     state = getattr(error, "sqlstate", None)
     if state == LEASE_LOST and lease is not None:
-        return _lost(lease)
+        return lease_lost(lease)
     message = getattr(getattr(error, "diag", None), "message_primary", None) or error
     if state in (CONTRADICTION, "23505"):
         return BackendError(f"{message}; nothing was written.")
