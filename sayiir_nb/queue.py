@@ -63,32 +63,44 @@ def enqueue(
         With ``restart``, if the run is being executed.
     """
     check_run_id(run_id)
-    codec = codec or JsonCodec()
-    if isinstance(workflow, str):
-        name, definition = workflow, ""
-    else:
-        name, definition = workflow.name, workflow.definition_hash
-    input_json = encode_value(codec, input, f"the input of run {run_id!r}", "input")
-    digest = input_digest(input_json)
-    now = time.time()
-    record = RunRecord(
-        run_id=run_id,
-        workflow_name=name,
-        definition_hash=definition,
-        state=RunState.PENDING,
-        input_json=input_json,
-        input_digest=digest,
-        codec=codec.name,
-        created_epoch=now,
-        updated_epoch=now,
-    )
+    record = _pending(workflow, run_id, input, codec or JsonCodec())
     if restart:
         _start_over(backend, record)
         return run_id
     stored, created = backend.create_run(record)
     if not created:
-        check_compatible(stored, name, definition, input_json, digest)
+        check_compatible(
+            stored,
+            record.workflow_name,
+            record.definition_hash,
+            record.input_json,
+            record.input_digest,
+        )
     return run_id
+
+
+def _pending(
+    workflow: str | Workflow, run_id: str, input: Any, codec: Codec
+) -> RunRecord:
+    """The record of a run waiting in the queue (no definition for a
+    workflow given by name: the worker that first runs it supplies it)."""
+    if isinstance(workflow, str):
+        name, definition = workflow, ""
+    else:
+        name, definition = workflow.name, workflow.definition_hash
+    input_json = encode_value(codec, input, f"the input of run {run_id!r}", "input")
+    now = time.time()
+    return RunRecord(
+        run_id=run_id,
+        workflow_name=name,
+        definition_hash=definition,
+        state=RunState.PENDING,
+        input_json=input_json,
+        input_digest=input_digest(input_json),
+        codec=codec.name,
+        created_epoch=now,
+        updated_epoch=now,
+    )
 
 
 def _start_over(backend: Backend, record: RunRecord) -> None:

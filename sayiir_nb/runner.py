@@ -22,7 +22,7 @@ from .backends.base import (
     RunSnapshot,
     RunUpdate,
     WriteBatch,
-    with_update,
+    applied,
 )
 from .codec import Codec, JsonCodec
 from .duration import Duration, to_seconds
@@ -46,8 +46,9 @@ from .interrupt import has_running_loop, run_here, run_in_thread
 from .queue import check_compatible, check_run_id, encode_value, input_digest
 from .recovery import LOST_INTERRUPT, lost_attempts
 from .registry import WorkflowRegistry
-from .status import AttemptState, ErrorInfo, RunState, WorkflowStatus
+from .status import ErrorInfo, RunState, WorkflowStatus
 from .steps import step_statuses
+from .units import without_live_units
 from .workflow import Workflow
 
 if TYPE_CHECKING:
@@ -500,7 +501,7 @@ class CheckpointingRunner:
                 ),
             )
             return self._status(run.run_id, workflow)
-        resume = lost_attempts(_without_live_units(self.backend, snapshot), workflow)
+        resume = lost_attempts(without_live_units(self.backend, snapshot), workflow)
         adopted = None if run.definition_hash else workflow.definition_hash
         update = RunUpdate(state=RunState.RUNNING, definition_hash=adopted)
         batch = replace(resume, run=update)
@@ -508,7 +509,7 @@ class CheckpointingRunner:
         return await self._execute(
             workflow,
             lease,
-            _applied(snapshot, batch),
+            applied(snapshot, batch),
             control=control,
             inline_wait_s=inline_wait_s,
             shared=shared,
@@ -574,9 +575,7 @@ class CheckpointingRunner:
             snapshot=snapshot,
             owner=self.owner,
             control=control or (lambda: self._requested(run_id)),
-            inline_wait_s=self.inline_wait_s
-            if inline_wait_s is None
-            else inline_wait_s,
+            inline_wait_s=inline_wait_s or self.inline_wait_s,
             observers=self.observers,
             park_after_s=inline_wait_s,
             shared=shared,
@@ -603,33 +602,36 @@ class CheckpointingRunner:
             if requested is RunState.CANCELLED and task is not None:
                 task.uncancel()
         final = execution.final_snapshot()
-        took = time.perf_counter() - began
+        self._report_end(final, time.perf_counter() - began)
+        return self._status_of(final, workflow)
+
+    def _report_end(self, final: RunSnapshot, took: float) -> None:
+        """Tell observers and the log how the call left the run."""
+        run = final.run
         if self.observers:
+            wait_s = None if run.wake_epoch is None else run.wake_epoch - time.time()
             self.observers.emit(
                 RunEvent(
                     kind="run.end",
-                    run_id=run_id,
-                    state=final.run.state.value,
+                    run_id=run.run_id,
+                    state=run.state.value,
                     duration_s=took,
-                    error=final.run.error,
-                    wait_s=None
-                    if final.run.wake_epoch is None
-                    else final.run.wake_epoch - time.time(),
+                    error=run.error,
+                    wait_s=wait_s,
                 )
             )
         logger.info(
             "run %s %s in %.3fs",
-            run_id,
-            final.run.state.value,
+            run.run_id,
+            run.state.value,
             took,
             extra={
                 "event": "run.end",
-                "run_id": run_id,
-                "state": final.run.state.value,
+                "run_id": run.run_id,
+                "state": run.state.value,
                 "duration_s": took,
             },
         )
-        return self._status_of(final, workflow)
 
     def _prepare(
         self, workflow: Workflow, lease: Lease, record: RunRecord, restart: bool
@@ -767,43 +769,6 @@ class CheckpointingRunner:
             )
         finally:
             self.backend.release(lease)
-
-
-def _applied(snapshot: RunSnapshot, batch: WriteBatch) -> RunSnapshot:
-    """``snapshot`` as the store holds it once ``batch`` is written."""
-    attempts = {(a.step_id, a.attempt): a for a in snapshot.attempts}
-    for attempt in (*batch.updates, *batch.inserts):
-        attempts[(attempt.step_id, attempt.attempt)] = attempt
-    run = snapshot.run
-    if batch.run is not None:
-        run = with_update(run, batch.run, time.time())
-    ordered = sorted(
-        attempts.values(),
-        key=lambda a: (
-            a.started_epoch or a.scheduled_epoch or 0.0,
-            a.step_id,
-            a.attempt,
-        ),
-    )
-    return replace(snapshot, run=run, attempts=tuple(ordered))
-
-
-def _without_live_units(backend: Backend, snapshot: RunSnapshot) -> RunSnapshot:
-    """``snapshot`` without the attempts of parts that other workers are
-    running now (they are not lost: their workers still hold them)."""
-    live_units = getattr(backend, "live_units", None)
-    running = [a for a in snapshot.attempts if a.state is AttemptState.RUNNING]
-    if live_units is None or not running:
-        return snapshot  # nothing that could belong to a live part
-    from .units import inside
-
-    held = live_units(snapshot.run.run_id)
-    if not held:
-        return snapshot
-    kept = tuple(
-        a for a in snapshot.attempts if not any(inside(a.step_id, u) for u in held)
-    )
-    return replace(snapshot, attempts=kept)
 
 
 def _stays(state: RunState) -> bool:

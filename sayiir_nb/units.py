@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from .backends.base import Lease, UnitRecord, WriteBatch
+from .backends.base import Backend, Lease, RunSnapshot, UnitRecord, WriteBatch
 from .errors import DefinitionError, LeaseLostError
 from .execution import (
     RunControlled,
@@ -169,7 +169,6 @@ async def execute_unit(
     snapshot = backend.load_for_unit(unit)
     if snapshot is None:
         return "gone"
-    node = find_node(workflow, unit.node_prefix, unit.node_id)
     ex = RunExecution(
         backend=backend,
         codec=runner.codec,
@@ -185,18 +184,8 @@ async def execute_unit(
         lease_s=runner.lease_s,
     )
     _mark_lost_attempts(ex, unit)
-    value = runner.codec.decode(unit.input_json)
-    context = None
-    if unit.context_json is not None:
-        context = (runner.codec.decode(unit.context_json),)
-    scope = Scope(prefix=unit.node_prefix, top=False, child_input=context)
     try:
-        if isinstance(node, Parallel):
-            chain = dict(node.branches)[unit.part]
-            await ex.chain(chain, replace(scope, prefix=unit.unit_id), value)
-        else:
-            step = Step(step_id=node.node_id, task=node.task)
-            await ex.task_step(step, scope, value, False, unit.unit_id)
+        await _run_part(ex, find_node(workflow, unit.node_prefix, unit.node_id), unit)
         state, wake = "done", None
     except StepFailed:
         state, wake = "failed", None
@@ -214,6 +203,21 @@ async def execute_unit(
         return "lost"
     backend.finish_unit(lease, state, wake)
     return state
+
+
+async def _run_part(ex: RunExecution, node: Node, unit: UnitRecord) -> None:
+    """Run the branch or the item that ``unit`` stands for."""
+    value = ex.codec.decode(unit.input_json)
+    context = None
+    if unit.context_json is not None:
+        context = (ex.codec.decode(unit.context_json),)
+    scope = Scope(prefix=unit.node_prefix, top=False, child_input=context)
+    if isinstance(node, Parallel):
+        chain = dict(node.branches)[unit.part]
+        await ex.chain(chain, replace(scope, prefix=unit.unit_id), value)
+    elif isinstance(node, FanOut):
+        step = Step(step_id=node.node_id, task=node.task)
+        await ex.task_step(step, scope, value, False, unit.unit_id)
 
 
 def _mark_lost_attempts(ex: RunExecution, unit: UnitRecord) -> None:
@@ -251,3 +255,19 @@ def find_node(workflow: Workflow, node_prefix: str, node_id: str) -> Node:
         f"{node_prefix or 'the top level'}; was the run started with another "
         "definition?"
     )
+
+
+def without_live_units(backend: Backend, snapshot: RunSnapshot) -> RunSnapshot:
+    """``snapshot`` without the attempts of parts that other workers are
+    running now (they are not lost: their workers still hold them)."""
+    live_units = getattr(backend, "live_units", None)
+    running = [a for a in snapshot.attempts if a.state is AttemptState.RUNNING]
+    if live_units is None or not running:
+        return snapshot  # nothing that could belong to a live part
+    held = live_units(snapshot.run.run_id)
+    if not held:
+        return snapshot
+    kept = tuple(
+        a for a in snapshot.attempts if not any(inside(a.step_id, u) for u in held)
+    )
+    return replace(snapshot, attempts=kept)

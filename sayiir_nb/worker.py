@@ -88,23 +88,7 @@ class PooledWorker:
         inline_wait: Duration = 1.0,
         codec: Codec | None = None,
     ) -> None:
-        if (
-            not isinstance(worker_id, str)
-            or not worker_id.strip()
-            or set(worker_id) & {"%", "/"}
-        ):
-            raise DefinitionError(
-                "worker_id must be a non-empty string without '/' or '%' (for "
-                f"example 'host-1'); got {worker_id!r}."
-            )
-        if isinstance(concurrency, bool) or not isinstance(concurrency, int):
-            raise DefinitionError(
-                f"concurrency must be a whole number >= 1; got {concurrency!r}."
-            )
-        if concurrency < 1:
-            raise DefinitionError(
-                f"concurrency must be a whole number >= 1; got {concurrency!r}."
-            )
+        _check_arguments(worker_id, concurrency)
         self.worker_id = worker_id
         self.backend = backend
         self.workflows = (
@@ -154,31 +138,8 @@ class PooledWorker:
         ensure = getattr(self.backend, "ensure_pool", None)
         if ensure is not None:
             ensure(self.concurrency * 2 + 4)
-        released = getattr(self.backend, "release_owners", None)
-        if released is not None:
-            count = released(f"{self.worker_id}/", self.owner)
-            if count:
-                logger.warning(
-                    "worker %s took back %d claims held under its id; if another "
-                    "worker with this id is still running, give each worker its "
-                    "own id (its steps would run twice)",
-                    self.worker_id,
-                    count,
-                    extra={"event": "worker.reclaimed", "worker": self.worker_id},
-                )
-        self._listener = self.backend.listen()  # type: ignore[attr-defined]
-        connected = getattr(self._listener, "connected", None)
-        if connected is not None and not connected.wait(10):
-            logger.warning(
-                "worker %s: the listening connection is not up yet; polling every "
-                "%.1fs until it is",
-                self.worker_id,
-                self.poll_s,
-                extra={"event": "worker.listen_late", "worker": self.worker_id},
-            )
-        on_control = getattr(self.backend, "requested", None)
-        if on_control is not None and hasattr(self._listener, "on_control"):
-            self._listener.on_control = lambda run_id: on_control(run_id, fresh=True)
+        self._take_back_old_claims()
+        self._listen()
         self.heartbeat.start()
         self._threads = [
             threading.Thread(
@@ -199,6 +160,37 @@ class PooledWorker:
             extra={"event": "worker.start", "worker": self.worker_id},
         )
         return self
+
+    def _take_back_old_claims(self) -> None:
+        released = getattr(self.backend, "release_owners", None)
+        if released is None:
+            return
+        count = released(f"{self.worker_id}/", self.owner)
+        if count:
+            logger.warning(
+                "worker %s took back %d claims held under its id; if another "
+                "worker with this id is still running, give each worker its "
+                "own id (its steps would run twice)",
+                self.worker_id,
+                count,
+                extra={"event": "worker.reclaimed", "worker": self.worker_id},
+            )
+
+    def _listen(self) -> None:
+        """Open the wake-ups, and wait (a little) until they are live."""
+        self._listener = self.backend.listen()  # type: ignore[attr-defined]
+        connected = getattr(self._listener, "connected", None)
+        if connected is not None and not connected.wait(10):
+            logger.warning(
+                "worker %s: the listening connection is not up yet; polling every "
+                "%.1fs until it is",
+                self.worker_id,
+                self.poll_s,
+                extra={"event": "worker.listen_late", "worker": self.worker_id},
+            )
+        on_control = getattr(self.backend, "requested", None)
+        if on_control is not None and hasattr(self._listener, "on_control"):
+            self._listener.on_control = lambda run_id: on_control(run_id, fresh=True)
 
     def run(self) -> None:
         """Start the slots and block until :meth:`stop` is called (from
@@ -457,3 +449,20 @@ class PooledWorker:
             owner=owner, lease_s=self.lease_s, run_unit=run_unit, wait=wait
         )
         return shared
+
+
+def _check_arguments(worker_id: object, concurrency: object) -> None:
+    if (
+        not isinstance(worker_id, str)
+        or not worker_id.strip()
+        or set(worker_id) & {"%", "/"}
+    ):
+        raise DefinitionError(
+            "worker_id must be a non-empty string without '/' or '%' (for "
+            f"example 'host-1'); got {worker_id!r}."
+        )
+    whole = isinstance(concurrency, int) and not isinstance(concurrency, bool)
+    if not whole or concurrency < 1:  # type: ignore[operator]
+        raise DefinitionError(
+            f"concurrency must be a whole number >= 1; got {concurrency!r}."
+        )

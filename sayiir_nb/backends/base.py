@@ -11,6 +11,7 @@ abandoned run, which is what worker processes build on.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Collection, Container, Iterable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
@@ -462,3 +463,22 @@ def with_update(run: RunRecord, update: RunUpdate, now_epoch: float) -> RunRecor
         updated_epoch=now_epoch,
         definition_hash=update.definition_hash or run.definition_hash,
     )
+
+
+def applied(snapshot: RunSnapshot, batch: WriteBatch) -> RunSnapshot:
+    """``snapshot`` as the store holds it once ``batch`` is written."""
+    attempts = {(a.step_id, a.attempt): a for a in snapshot.attempts}
+    for attempt in (*batch.updates, *batch.inserts):
+        attempts[(attempt.step_id, attempt.attempt)] = attempt
+    run = snapshot.run
+    if batch.run is not None:
+        run = with_update(run, batch.run, time.time())
+    ordered = sorted(
+        attempts.values(),
+        key=lambda a: (
+            a.started_epoch or a.scheduled_epoch or 0.0,
+            a.step_id,
+            a.attempt,
+        ),
+    )
+    return replace(snapshot, run=run, attempts=tuple(ordered))
