@@ -364,7 +364,6 @@ class RunExecution:
         step_id = step_id or scope.prefix + step.step_id
         if step_id in self.outputs:
             return Stored(step_id)
-        policy = step.task.options.retry
         history = self.history.get(step_id, ())
         if history and history[-1].state in _FAILED and history[-1].error is not None:
             raise StepFailed(history[-1].error)  # no retry was scheduled after it
@@ -401,24 +400,42 @@ class RunExecution:
                     )
 
             failures += 1
-            ended = _ended(start, outcome)
-            retry = not isinstance(outcome.error, CodecError) and policy.should_retry(
-                outcome.error, failures
-            )
-            if not retry:
-                self.write(_batch(ended, stored))
-                _log_failure(ended)
-                if self.observers:
-                    self._tell("attempt.end", ended)
-                raise StepFailed(ended.error)
-            wait_s = policy.wait_before_retry_s(failures)
-            pending = self.new_attempt(
-                step_id, step.task.name, number + 1, AttemptState.SCHEDULED, wait_s
-            )
-            self.write(_batch(ended, stored, extra_inserts=(pending,)))
-            log_retry(ended, wait_s)
+            pending = self._failed(step, start, stored, outcome, failures)
+
+    def _failed(
+        self,
+        step: Step,
+        start: AttemptRecord,
+        stored: bool,
+        outcome: _Outcome,
+        failures: int,
+    ) -> AttemptRecord:
+        """Persist a failed attempt; return the retry it schedules, or raise
+        ``StepFailed`` when the step has no retry left."""
+        policy = step.task.options.retry
+        ended = _ended(start, outcome)
+        retry = not isinstance(outcome.error, CodecError) and policy.should_retry(
+            outcome.error, failures
+        )
+        if not retry:
+            self.write(_batch(ended, stored))
+            _log_failure(ended)
             if self.observers:
-                self._tell("attempt.retry", ended, wait_s=wait_s)
+                self._tell("attempt.end", ended)
+            raise StepFailed(ended.error)
+        wait_s = policy.wait_before_retry_s(failures)
+        pending = self.new_attempt(
+            start.step_id,
+            step.task.name,
+            start.attempt + 1,
+            AttemptState.SCHEDULED,
+            wait_s,
+        )
+        self.write(_batch(ended, stored, extra_inserts=(pending,)))
+        log_retry(ended, wait_s)
+        if self.observers:
+            self._tell("attempt.retry", ended, wait_s=wait_s)
+        return pending
 
     async def _start(
         self,
