@@ -358,14 +358,14 @@ class PooledWorker:
         workflow = self.workflows.get(run.workflow_name)
         control = self._control(lease.run_id)
         shared = self._shared(owner) if self._shares else None
-        # a run left running was not handed back: its owner's lease lapsed
+        # a run left running: its owner died, or gave it up at a stop
         taking_over = snapshot is not None and snapshot.run.state is RunState.RUNNING
         logger.info(
             "worker %s claimed %s%s%s",
             self.worker_id,
             f"part {lease.unit} of run " if lease.unit else "run ",
             lease.run_id,
-            " (its previous owner's lease lapsed)" if taking_over else "",
+            " (left running by its previous owner)" if taking_over else "",
             extra={
                 "event": "worker.claimed",
                 "run_id": lease.run_id,
