@@ -2,9 +2,9 @@
 
 Backends whose leases lapse with time (PostgreSQL) need their holders to
 renew them. A :class:`Heartbeat` does so from a thread of its own, so it keeps
-beating while a long sync task holds the thread that runs it. Leases it could
-not renew are marked lost: their holder's next write is refused by the
-backend anyway, and the holder may stop early by checking :meth:`is_lost`.
+beating while a long sync task holds the thread that runs it. A lease it could
+not renew is reported in the log; its holder's next write is refused by the
+backend.
 """
 
 from __future__ import annotations
@@ -40,11 +40,9 @@ class Heartbeat:
         self.lease_s = lease_s
         self.slot_prefix = slot_prefix
         self._held: dict[tuple[str, str, int], Lease] = {}
-        self._lost: set[tuple[str, str, int]] = set()
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self.suspended = threading.Event()
-        self.beats = 0
         self._thread: threading.Thread | None = None
         self._name = name
         self.active = leases_expire(backend)
@@ -68,14 +66,10 @@ class Heartbeat:
         finally:
             with self._lock:
                 self._held.pop(key, None)
-                self._lost.discard(key)
 
     def held(self) -> list[Lease]:
         with self._lock:
             return list(self._held.values())
-
-    def is_lost(self, lease: Lease) -> bool:
-        return _key(lease) in self._lost
 
     def suspend(self) -> None:
         """Stop renewing (a test hook: lets leases lapse on purpose)."""
@@ -90,17 +84,15 @@ class Heartbeat:
         renew_all = getattr(self.backend, "renew_all", None)
         if leases and renew_all is not None:
             for lease in renew_all(leases, self.lease_s):
-                self._mark_lost(lease)
+                self._report_lost(lease)
         renew_slots = getattr(self.backend, "renew_slots", None)
         if renew_slots is not None:
             renew_slots(self.slot_prefix, self.lease_s)
-        self.beats += 1
 
-    def _mark_lost(self, lease: Lease) -> None:
+    def _report_lost(self, lease: Lease) -> None:
         with self._lock:
             if _key(lease) not in self._held:
                 return  # given back meanwhile
-            self._lost.add(_key(lease))
         logger.warning(
             "the lease of run %s%s was lost; its holder stops at its next write",
             lease.run_id,

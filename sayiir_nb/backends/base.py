@@ -281,9 +281,6 @@ class Wakeups:
                 self._cond.wait(timeout_s)
             return self.events
 
-    def take_controls(self) -> set[str]:
-        return set()
-
     def close(self) -> None:
         self.wake()
 

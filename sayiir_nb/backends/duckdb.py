@@ -22,7 +22,7 @@ import duckdb
 
 from ..errors import BackendError, RunNotFoundError, StoreLockedError
 from ..queue import Enqueueing
-from ..status import AttemptState, ErrorInfo, RunState
+from ..status import AttemptState, RunState
 from .base import (
     AttemptRecord,
     Checkpoint,
@@ -36,7 +36,7 @@ from .base import (
     is_runnable,
     refuse_contradictions,
 )
-from .rows import attempt_from_row, run_from_row
+from .rows import attempt_from_row, error_params, run_from_row, run_params
 from .schema import migrate
 
 if TYPE_CHECKING:
@@ -227,7 +227,7 @@ class DuckDBBackend(LocalQueueing, Enqueueing):
     def create_run(self, record: RunRecord) -> tuple[RunRecord, bool]:
         with self._lock:
             try:
-                self._statement(_RUN_INSERT, _run_params(record))
+                self._statement(_RUN_INSERT, run_params(record))
             except BackendError as error:
                 if not isinstance(error.__cause__, duckdb.ConstraintException):
                     raise
@@ -254,7 +254,7 @@ class DuckDBBackend(LocalQueueing, Enqueueing):
                     conn.execute(
                         f"DELETE FROM {table} WHERE run_id = ?", [record.run_id]
                     )
-                conn.execute(_RUN_INSERT, _run_params(record))
+                conn.execute(_RUN_INSERT, run_params(record))
 
     def get_run(self, run_id: str) -> RunRecord | None:
         rows = self._query(
@@ -520,7 +520,7 @@ def _statements(run_id: str, batch: WriteBatch) -> list[tuple[str, list[Any], bo
         params = [
             v
             for a in failed
-            for v in (a.run_id, a.step_id, a.attempt, *_error_params(a.error))
+            for v in (a.run_id, a.step_id, a.attempt, *error_params(a.error))
         ]
         statements.append((_ERROR_INSERT + rows, params, False))
     update = batch.run
@@ -529,7 +529,7 @@ def _statements(run_id: str, batch: WriteBatch) -> list[tuple[str, list[Any], bo
         params = [
             update.state.value,
             update.output_json,
-            *_error_params(error),
+            *error_params(error),
             error.step_id if error else None,
             update.wake_epoch,
             time.time(),
@@ -562,30 +562,6 @@ def _run_statement(
 def _rollback(conn: duckdb.DuckDBPyConnection) -> None:
     with suppress(duckdb.Error):
         conn.execute("ROLLBACK")
-
-
-def _error_params(error: ErrorInfo | None) -> list[str | None]:
-    if error is None:
-        return [None, None, None]
-    return [error.type, error.message, error.traceback]
-
-
-def _run_params(r: RunRecord) -> list[Any]:
-    return [
-        r.run_id,
-        r.workflow_name,
-        r.definition_hash,
-        r.state.value,
-        r.input_json,
-        r.input_digest,
-        r.codec,
-        r.output_json,
-        *_error_params(r.error),
-        r.error.step_id if r.error else None,
-        r.created_epoch,
-        r.updated_epoch,
-        r.wake_epoch,
-    ]
 
 
 def _attempt_params(a: AttemptRecord, point: Checkpoint | None) -> list[Any]:

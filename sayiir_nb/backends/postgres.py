@@ -44,12 +44,11 @@ from .postgres_rows import (
     fill_history,
     like_prefix,
     payload,
-    run_params,
     safe_dsn,
 )
 from .postgres_sql import CONTRADICTION, LEASE_LOST, MIGRATIONS, SCHEMA_VERSION
 from .postgres_units import SharedUnits, lease_lost
-from .rows import attempt_from_row, run_from_row
+from .rows import attempt_from_row, run_from_row, run_params
 
 if TYPE_CHECKING:
     import duckdb

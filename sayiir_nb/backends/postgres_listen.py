@@ -32,7 +32,6 @@ class PgListener:
         )
         self._cond = threading.Condition()
         self._events = 0
-        self._controls: set[str] = set()
         self._stop = threading.Event()
         self._conn: psycopg.Connection[Any] | None = None
         self.connected = threading.Event()
@@ -54,12 +53,6 @@ class PgListener:
     def events(self) -> int:
         return self._events
 
-    def take_controls(self) -> set[str]:
-        """Run ids that were asked to stop since the last call."""
-        with self._cond:
-            found, self._controls = self._controls, set()
-            return found
-
     def wake(self) -> None:
         """Wake every waiter now."""
         self._wake()
@@ -77,8 +70,6 @@ class PgListener:
                 )
         with self._cond:
             self._events += 1
-            if control is not None:
-                self._controls.add(control)
             self._cond.notify_all()
 
     def _loop(self) -> None:

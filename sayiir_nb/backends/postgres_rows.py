@@ -7,7 +7,7 @@ import re
 from typing import TYPE_CHECKING, Any
 
 from ..status import AttemptState
-from .base import AttemptRecord, RunRecord, UnitRecord, WriteBatch
+from .base import AttemptRecord, UnitRecord, WriteBatch
 
 if TYPE_CHECKING:
     import duckdb
@@ -92,27 +92,6 @@ def finite(value: float | None) -> float | None:
     if value is None or value != value or value in (float("inf"), float("-inf")):
         return None
     return value
-
-
-def run_params(r: RunRecord) -> list[Any]:
-    error = r.error
-    return [
-        r.run_id,
-        r.workflow_name,
-        r.definition_hash,
-        r.state.value,
-        r.input_json,
-        r.input_digest,
-        r.codec,
-        r.output_json,
-        error.type if error else None,
-        error.message if error else None,
-        error.traceback if error else None,
-        error.step_id if error else None,
-        r.created_epoch,
-        r.updated_epoch,
-        finite(r.wake_epoch),
-    ]
 
 
 def unit_from_row(row: tuple[Any, ...]) -> UnitRecord:

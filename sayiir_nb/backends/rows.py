@@ -90,3 +90,28 @@ def attempt_from_row(row: tuple[Any, ...]) -> AttemptRecord:
         error=error,
         owner=owner,
     )
+
+
+def run_params(r: RunRecord) -> list[Any]:
+    """The columns of a run in the order of ``run_from_row``."""
+    return [
+        r.run_id,
+        r.workflow_name,
+        r.definition_hash,
+        r.state.value,
+        r.input_json,
+        r.input_digest,
+        r.codec,
+        r.output_json,
+        *error_params(r.error),
+        r.error.step_id if r.error else None,
+        r.created_epoch,
+        r.updated_epoch,
+        r.wake_epoch,
+    ]
+
+
+def error_params(error: ErrorInfo | None) -> list[str | None]:
+    if error is None:
+        return [None, None, None]
+    return [error.type, error.message, error.traceback]
