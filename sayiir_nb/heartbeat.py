@@ -103,6 +103,8 @@ class Heartbeat:
     def _loop(self) -> None:
         interval = max(0.05, self.lease_s / 3)
         while not self._stop.wait(interval):
+            if getattr(self.backend, "closed", False):
+                return  # nothing can be renewed in a closed store
             if self.suspended.is_set():
                 continue
             try:

@@ -628,6 +628,11 @@ class PostgresBackend(SharedUnits, SharedTaskLimits, Enqueueing):
         if self._pool.max_size < size:
             self._pool.resize(self._pool.min_size, size)
 
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called."""
+        return self._closed
+
     def close(self) -> None:
         if self._closed:
             return

@@ -143,7 +143,9 @@ def test_kill_9_mid_step_another_worker_finishes(pg, tmp_path: Path) -> None:
 def test_200_runs_on_4_workers_killed_every_two_seconds(pg, tmp_path: Path) -> None:
     dsn, schema, backend = pg
     side = tmp_path / "marks.txt"
-    workers = Workers(dsn, schema, side)
+    # 800 sleeping steps of 0.1 s on 8 slots keep the pool busy for at least
+    # 10 s however fast the machine, so at least four kills land mid-work
+    workers = Workers(dsn, schema, side, SAYIIR_NB_STEP_S="0.1")
     ids = [f"chaos-{n}" for n in range(200)]
     for n, run_id in enumerate(ids):
         backend.enqueue_workflow(few, run_id, n)

@@ -3,7 +3,8 @@
 ``sayiir-nb worker --app tests.integration.workers_app:registry``. Task
 bodies append a line per execution to the file named by
 ``SAYIIR_NB_TEST_MARKS``, so tests count what really ran. ``SAYIIR_NB_SLOW_S``
-makes the middle step of ``slow-chain`` sleep that long.
+makes the middle step of ``slow-chain`` sleep that long; ``SAYIIR_NB_STEP_S``
+(default 0.02) is how long ``quick`` and ``square`` sleep.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ def last(x):
 @task
 def quick(x):
     mark("start")
-    time.sleep(0.02)
+    time.sleep(float(os.environ.get("SAYIIR_NB_STEP_S", "0.02")))
     mark("done")
     return x + 1
 
@@ -54,7 +55,7 @@ def quick(x):
 @task
 def square(x):
     mark("start")
-    time.sleep(0.02)
+    time.sleep(float(os.environ.get("SAYIIR_NB_STEP_S", "0.02")))
     mark("done")
     return x * x
 
