@@ -77,3 +77,41 @@ def drop_schema(dsn: str, schema: str) -> None:
 
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+
+
+class PrivateServer:
+    """A server of one test's own, started from the ``pgserver`` wheel in
+    ``folder``, that the test may restart (the shared one must not be)."""
+
+    def __init__(self, folder: str) -> None:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                import pgserver
+                from pgserver import _commands
+
+                self._server = pgserver.get_server(folder, cleanup_mode="stop")
+        except Exception as error:
+            pytest.skip(f"a private PostgreSQL server could not start: {error}")
+        self._pg_ctl = _commands.pg_ctl
+        self.dsn = self._server.get_uri()
+
+    def restart(self) -> None:
+        """Stop the server (ending every connection) and start it again."""
+        self._ctl("-m", "fast", "restart")
+
+    def stop(self) -> None:
+        self._ctl("-m", "fast", "stop")
+
+    def start(self) -> None:
+        """Start the stopped server again, with the options it had."""
+        with self._server._lock:
+            self._server.ensure_postgres_running()
+
+    def _ctl(self, *args: str) -> None:
+        self._pg_ctl(
+            ["-w", *args],
+            pgdata=self._server.pgdata,
+            user=self._server.system_user,
+            timeout=60,
+        )

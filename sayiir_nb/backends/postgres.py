@@ -62,6 +62,9 @@ T = TypeVar("T")
 
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,40}$")
 _TRIES = 4
+# how long a statement waits for a connection while the server is away (a
+# restart, a failover) before it fails
+_CONNECT_WAIT_S = 30.0
 
 
 class PostgresBackend(SharedUnits, SharedTaskLimits, Enqueueing):
@@ -152,7 +155,7 @@ class PostgresBackend(SharedUnits, SharedTaskLimits, Enqueueing):
             raise BackendError(f"{self!r} is closed.")
         for attempt in range(1, _TRIES + 1):
             try:
-                with self._pool.connection(timeout=30) as conn:
+                with self._pool.connection(timeout=_CONNECT_WAIT_S) as conn:
                     return use(conn)
             except psycopg.OperationalError as error:
                 if not retry or attempt == _TRIES or self._closed:
@@ -457,7 +460,7 @@ class PostgresBackend(SharedUnits, SharedTaskLimits, Enqueueing):
         for attempt in range(1, _TRIES + 1):
             try:
                 self.round_trips += 1
-                with self._pool.connection(timeout=30) as conn:
+                with self._pool.connection(timeout=_CONNECT_WAIT_S) as conn:
                     row = conn.execute(sql, params).fetchone()
                 self._requests[lease.run_id] = row[0] if row else None
                 stopped = (RunState.CANCELLED, RunState.PAUSED)

@@ -16,7 +16,7 @@ import pytest
 from sayiir_nb import CheckpointingRunner, RunState
 from sayiir_nb.backends.postgres import PostgresBackend
 
-from ..pg import drop_schema, fresh_schema, require_dsn
+from ..pg import PrivateServer, drop_schema, fresh_schema, require_dsn
 from .workers_app import few, registry, slow_chain
 
 pytestmark = pytest.mark.slow
@@ -192,3 +192,55 @@ def test_200_runs_on_4_workers_killed_every_two_seconds(pg, tmp_path: Path) -> N
     # every step ran to its end at least once; one that was cut short by a
     # kill may have run again, but only one of its executions was stored
     assert len(done) == 200 * 4
+
+
+@pytest.mark.parametrize("down_s", [0.0, 3.0])
+def test_a_worker_rides_out_a_server_restart(tmp_path: Path, down_s: float) -> None:
+    """The server restarts (ending every connection) while a step runs, at
+    once or after ``down_s`` seconds, longer than the step has left: the
+    step's write waits for it, the notebook's next enqueue and the worker's
+    wake-ups go through new connections, and nothing runs twice."""
+    server = PrivateServer(str(tmp_path / "pgdata"))
+    try:
+        schema = fresh_schema()
+        backend = PostgresBackend(server.dsn, schema=schema)
+        side = tmp_path / "marks.txt"
+        workers = Workers(server.dsn, schema, side, SAYIIR_NB_SLOW_S="2")
+        backend.enqueue_workflow(slow_chain, "before", 5)
+        workers.start("survivor", lease=10.0)
+        wait_until(
+            lambda: ("before", "middle", "start") in [m[:3] for m in marks(side)],
+            30,
+            "the middle step to start",
+        )
+        if down_s:
+            server.stop()
+            time.sleep(down_s)
+            server.start()
+        else:
+            server.restart()
+        backend.enqueue_workflow(slow_chain, "after", 1)
+        runner = CheckpointingRunner(backend, workflows=registry)
+        try:
+            for run_id in ("before", "after"):
+                wait_until(
+                    lambda run_id=run_id: (
+                        runner.status(run_id).state is RunState.COMPLETED
+                    ),
+                    60,
+                    f"run {run_id} to complete",
+                )
+        finally:
+            codes = workers.stop_all()
+        assert codes == [0]
+        assert runner.status("before").output == (5 + 1) * 2 - 1
+        assert runner.status("after").output == (1 + 1) * 2 - 1
+        seen = collections.Counter(m[:3] for m in marks(side))
+        for run_id in ("before", "after"):
+            assert seen[(run_id, "first", "done")] == 1
+            assert seen[(run_id, "middle", "start")] == 1  # not taken over
+            assert seen[(run_id, "last", "done")] == 1
+        assert {a.state.value for a in backend.attempts("before")} == {"succeeded"}
+        backend.close()
+    finally:
+        server.stop()
