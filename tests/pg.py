@@ -99,6 +99,7 @@ class PrivateServer:
     def restart(self) -> None:
         """Stop the server (ending every connection) and start it again."""
         self._ctl("-m", "fast", "restart")
+        self.start()  # pgserver learns the new server process
 
     def stop(self) -> None:
         self._ctl("-m", "fast", "stop")
@@ -107,6 +108,10 @@ class PrivateServer:
         """Start the stopped server again, with the options it had."""
         with self._server._lock:
             self._server.ensure_postgres_running()
+
+    def close(self) -> None:
+        """Stop the server for good."""
+        self._server.cleanup()
 
     def _ctl(self, *args: str) -> None:
         self._pg_ctl(

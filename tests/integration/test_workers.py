@@ -243,4 +243,4 @@ def test_a_worker_rides_out_a_server_restart(tmp_path: Path, down_s: float) -> N
         assert {a.state.value for a in backend.attempts("before")} == {"succeeded"}
         backend.close()
     finally:
-        server.stop()
+        server.close()
