@@ -88,8 +88,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     worker.add_argument(
         "--worker-id",
-        default=f"{socket.gethostname()}-{os.getpid()}",
-        help="stable name of this worker (give each live worker its own)",
+        default=argparse.SUPPRESS,
+        help="name of this worker, one per live worker (default: the host name "
+        "and the process id, new at every start; a stable name lets a "
+        "restarted worker take back its old claims at once)",
     )
     worker.add_argument("--lease", type=float, default=30.0, help="seconds")
     worker.add_argument("--grace", type=float, default=10.0, help="seconds")
@@ -123,8 +125,9 @@ def _work(args: argparse.Namespace) -> int:
 
     registry = load_registry(args.app)
     backend = PostgresBackend(args.dsn, schema=args.schema)
+    worker_id = getattr(args, "worker_id", f"{socket.gethostname()}-{os.getpid()}")
     worker = PooledWorker(
-        args.worker_id,
+        worker_id,
         backend,
         registry,
         concurrency=args.concurrency,

@@ -18,26 +18,39 @@ LOST_TYPE = "sayiir_nb.errors.ProcessLostError"
 
 
 def lost_attempts(
-    snapshot: RunSnapshot, workflow: Workflow | None, reason: str = LOST_PROCESS
+    snapshot: RunSnapshot,
+    workflow: Workflow | None,
+    reason: str = LOST_PROCESS,
+    *,
+    owner: str = "",
+    ended_epoch: float | None = None,
 ) -> WriteBatch:
     """Record what a vanished owner left unfinished as interrupted.
 
     Applies to a run stored as running whose owner is gone (a crash, a kill,
-    a kernel restart, an engine thread given up on). Unfinished attempts are
-    either stored as running, or implied: a top-level task's first attempt
-    starts right after the previous step's commit without a write of its own.
+    a kernel restart, an engine thread or a stopping worker giving up on it).
+    Unfinished attempts are either stored as running, or implied: a top-level
+    task's first attempt starts right after the previous step's commit
+    without a write of its own. ``owner`` and ``ended_epoch``, when known (a
+    worker giving up at its stop knows both), are stored with them.
     """
     if snapshot.run.state is not RunState.RUNNING:
         return WriteBatch()
     lost = _error(reason, "")
     updates = tuple(
         replace(
-            a, state=AttemptState.INTERRUPTED, error=replace(lost, step_id=a.step_id)
+            a,
+            state=AttemptState.INTERRUPTED,
+            error=replace(lost, step_id=a.step_id),
+            ended_epoch=ended_epoch,
+            owner=a.owner or owner,
         )
         for a in snapshot.attempts
         if a.state is AttemptState.RUNNING
     )
     implied = _implied_attempt(snapshot, workflow, reason) if workflow else None
+    if implied is not None:
+        implied = replace(implied, ended_epoch=ended_epoch, owner=owner)
     return WriteBatch(updates=updates, inserts=(implied,) if implied else ())
 
 

@@ -18,17 +18,19 @@ import threading
 import time
 import uuid
 from collections.abc import Iterable
+from dataclasses import replace
 from typing import Any
 
-from .backends.base import Backend, Lease
+from .backends.base import Backend, Lease, RunUpdate
 from .codec import Codec
 from .duration import Duration, to_seconds
 from .errors import DefinitionError, LeaseLostError
 from .heartbeat import Heartbeat
+from .recovery import lost_attempts
 from .registry import WorkflowRegistry
 from .runner import CheckpointingRunner
 from .status import RunState
-from .units import SharedSteps, execute_unit
+from .units import SharedSteps, execute_unit, without_live_units
 from .workflow import Workflow
 
 logger = logging.getLogger(__name__)
@@ -220,9 +222,10 @@ class PooledWorker:
         for thread in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))
         self._gave_up.set()
-        left = self.heartbeat.held()
+        # parts first, so that a run handed back sees which parts are lost
+        left = sorted(self.heartbeat.held(), key=lambda lease: not lease.unit)
         for lease in left:
-            self._give_up(lease)
+            self._give_up(lease, grace_s)
         self.heartbeat.stop()
         if self._listener is not None and hasattr(self._listener, "channels"):
             self._listener.close()
@@ -241,12 +244,15 @@ class PooledWorker:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    def _give_up(self, lease: Lease) -> None:
+    def _give_up(self, lease: Lease, grace_s: float) -> None:
         """Give back a lease whose step did not finish in the grace period;
         the step's late write is then refused (the release is fenced, so a
-        lease another worker took meanwhile is left alone)."""
+        lease another worker took meanwhile is left alone). A run, not a
+        part, is then handed back to the queue."""
         try:
             self.backend.release(lease)
+            if not lease.unit:
+                self._hand_back(lease, grace_s)
         except Exception as error:
             logger.warning(
                 "could not give up the lease of run %s: %s",
@@ -254,6 +260,35 @@ class PooledWorker:
                 error,
                 extra={"event": "worker.release_failed", "run_id": lease.run_id},
             )
+
+    def _hand_back(self, lease: Lease, grace_s: float) -> None:
+        """Record the attempt a given-up run left unfinished as interrupted,
+        by this worker, and put the run back in the queue, under a
+        lease of its own: whoever runs it next starts from a clean record."""
+        claim = self.backend.claim(lease.run_id, f"{self.owner}/stop", self.lease_s)
+        if claim is None:
+            return  # another worker took the run over meanwhile
+        try:
+            snapshot = self.backend.load(lease.run_id)
+            if snapshot is None or snapshot.run.state is not RunState.RUNNING:
+                return
+            name = snapshot.run.workflow_name
+            workflow = self.workflows.get(name) if name in self.workflows else None
+            reason = (
+                f"worker {self.worker_id} stopped before this attempt ended "
+                f"(grace {grace_s:g}s); its late result is discarded"
+            )
+            batch = lost_attempts(
+                without_live_units(self.backend, snapshot),
+                workflow,
+                reason,
+                owner=self.owner,  # as the run's own attempts record it
+                ended_epoch=time.time(),
+            )
+            run = RunUpdate(state=RunState.PENDING)
+            self.backend.write(claim, replace(batch, run=run))
+        finally:
+            self.backend.release(claim)
 
     def _wake_all(self) -> None:
         listener = self._listener

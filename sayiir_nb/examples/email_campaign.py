@@ -410,6 +410,11 @@ def main(argv: list[str] | None = None) -> int:
     status = seen["status"]
     if status.state.value != "completed":
         return 1
+    if seen["accepted_first"] == 0:
+        print(
+            f"(run {args.run_id} had completed before: its stored result is shown and "
+            "nothing was sent; pass --restart or another --run-id to send again)"
+        )
     if args.extensions:
         from .extensions import run_extensions
 
@@ -421,11 +426,6 @@ def main(argv: list[str] | None = None) -> int:
             if k != "reported-waiting"
         ):
             return 1
-    if seen["accepted_first"] == 0:
-        print(
-            f"(run {args.run_id} had completed before: its stored result is shown and "
-            "nothing was sent; pass --restart or another --run-id to send again)"
-        )
     return 0
 
 

@@ -419,6 +419,47 @@ def test_a_cancel_survives_a_graceful_stop(schema) -> None:
     backend.close()
 
 
+@pytest.mark.parametrize("store", ["postgres", "duckdb"])
+def test_a_step_longer_than_the_grace_period_is_handed_back(
+    store, request, tmp_path: Path
+) -> None:
+    if store == "postgres":
+        dsn, name = request.getfixturevalue("schema")
+        backend = PostgresBackend(dsn, schema=name)
+    else:
+        backend = DuckDBBackend(tmp_path / "stop.duckdb")
+    wf, ran = _chain_with_a_slow_middle(1.5)
+    runner = CheckpointingRunner(backend, workflows=WorkflowRegistry([wf]))
+    first = PooledWorker("first", backend, [wf]).start()
+    backend.enqueue_workflow(wf, "give-up", 1)
+    wait_for(lambda: "slow" in ran, 10, "the slow step")
+    first.stop(grace=0.2)  # the step is still sleeping
+    assert runner.status("give-up").state is RunState.PENDING
+    [lost] = [a for a in backend.attempts("give-up") if a.step_id == "slow"]
+    assert lost.state is AttemptState.INTERRUPTED
+    assert lost.owner == first.owner  # the worker that gave it up
+    assert lost.ended_epoch is not None
+    assert "worker first stopped before this attempt ended" in lost.error.message
+    time.sleep(1.5)  # the abandoned step returns; its write is refused
+    assert runner.status("give-up").state is RunState.PENDING
+    second = PooledWorker("second", backend, [wf]).start()
+    try:
+        wait_for(
+            lambda: runner.status("give-up").state is RunState.COMPLETED,
+            10,
+            "the next worker to finish the run",
+        )
+    finally:
+        second.stop(grace=1)
+    assert runner.status("give-up").output == 20
+    slow = [
+        (a.attempt, a.state) for a in backend.attempts("give-up") if a.step_id == "slow"
+    ]
+    assert slow == [(1, AttemptState.INTERRUPTED), (2, AttemptState.SUCCEEDED)]
+    assert ran == ["start", "slow", "slow", "after"]
+    backend.close()
+
+
 def test_a_cancel_reaches_branches_on_other_workers(schema) -> None:
     dsn, name = schema
     backends = [PostgresBackend(dsn, schema=name) for _ in range(2)]
