@@ -47,7 +47,14 @@ def load_registry(spec: str) -> WorkflowRegistry:
     if found is None:
         raise SayiirError(f"--app {spec!r}: {module_name} has no {attribute!r}.")
     if callable(found) and not isinstance(found, WorkflowRegistry | Workflow):
-        found = found()
+        try:
+            found = found()
+        except TypeError as error:
+            raise SayiirError(
+                f"--app {spec!r}: calling {attribute}() failed ({error}); name a "
+                "WorkflowRegistry, a workflow, a list of workflows, or a function "
+                "that takes no arguments and returns one."
+            ) from error
     if isinstance(found, WorkflowRegistry):
         return found
     if isinstance(found, Workflow):
@@ -97,7 +104,11 @@ def _parser() -> argparse.ArgumentParser:
     worker.add_argument("--grace", type=float, default=10.0, help="seconds")
     worker.add_argument("--poll", type=float, default=1.0, help="seconds")
     worker.add_argument(
-        "--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR"
+        "--log-level",
+        default="INFO",
+        type=str.upper,
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="what to log",
     )
     return parser
 

@@ -141,6 +141,7 @@ class _Outcome:
     value: Any = None
     error: BaseException | None = None
     timed_out: bool = False
+    ended_epoch: float | None = None
 
 
 class _LazyOutputs(Mapping[str, Any]):
@@ -389,6 +390,7 @@ class RunExecution:
                 outcome = await self._attempt(
                     step, step_id, value, start, stored, scope
                 )
+                outcome.ended_epoch = time.time()  # before its limits are freed
             if outcome.error is None:
                 try:
                     encoded, result = self._stored_form(outcome.value)
@@ -396,7 +398,13 @@ class RunExecution:
                     outcome = _Outcome(error=_refused(step, step_id, error))
                 else:
                     return self._commit_success(
-                        step_id, start, stored, result, encoded, is_last
+                        step_id,
+                        start,
+                        stored,
+                        result,
+                        encoded,
+                        is_last,
+                        outcome.ended_epoch,
                     )
 
             failures += 1
@@ -568,9 +576,10 @@ class RunExecution:
         value: Any,
         encoded: str,
         is_last: bool,
+        ended_epoch: float | None = None,
     ) -> Any:
         now = time.time()
-        done = _finished(start, AttemptState.SUCCEEDED, now)
+        done = _finished(start, AttemptState.SUCCEEDED, ended_epoch or now)
         point = Checkpoint(
             run_id=self.run_id, step_id=step_id, output_json=encoded, created_epoch=now
         )
@@ -762,7 +771,7 @@ def _ended(start: AttemptRecord, outcome: _Outcome) -> AttemptRecord:
     return replace(
         start,
         state=state,
-        ended_epoch=time.time(),
+        ended_epoch=outcome.ended_epoch or time.time(),
         error=ErrorInfo.from_exception(outcome.error, step_id=start.step_id),
     )
 

@@ -119,7 +119,7 @@ class Heartbeat:
     def stop(self) -> None:
         self._stop.set()
         if self._thread is not None:
-            self._thread.join(timeout=5)
+            self._thread.join(timeout=1)  # a beat waiting for a lost server
 
 
 def _key(lease: Lease) -> tuple[str, str, int]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -51,6 +52,7 @@ async def _take_slot(
     backend: Backend, name: str, limit: int, holder: str, lease_s: float
 ) -> Callable[[], None]:
     shared = getattr(backend, "acquire_slot", None)
+    holder = f"{holder}/{uuid.uuid4().hex[:8]}"  # this acquisition's own name
     delay = _POLL_S[0]
     while True:
         if shared is not None:

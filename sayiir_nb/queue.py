@@ -11,6 +11,7 @@ from .backends.base import RunRecord
 from .codec import Codec, JsonCodec
 from .errors import (
     CodecError,
+    DefinitionError,
     DefinitionMismatchError,
     InputMismatchError,
     RunBusyError,
@@ -63,6 +64,14 @@ def enqueue(
         With ``restart``, if the run is being executed.
     """
     check_run_id(run_id)
+    from .workflow import Workflow
+
+    name = workflow.name if isinstance(workflow, Workflow) else workflow
+    if not isinstance(name, str) or not name.strip():
+        raise DefinitionError(
+            f"enqueue needs a workflow (built with Flow(...).build()) or a "
+            f"workflow's name; got {workflow!r}."
+        )
     record = _pending(workflow, run_id, input, codec or JsonCodec())
     if restart:
         _start_over(backend, record)
@@ -172,6 +181,18 @@ def check_run_id(run_id: object) -> None:
             f"run id {run_id[:40]!r}... is {len(run_id)} characters long; keep run "
             "ids to 200 characters."
         )
+    if "\x00" in run_id:
+        raise RunIdError(
+            f"run id {run_id!r} contains a NUL character, which no store keeps; "
+            "remove it."
+        )
+    try:
+        run_id.encode("utf-8")
+    except UnicodeEncodeError:
+        raise RunIdError(
+            f"run id {run_id!r} is not valid Unicode text (it holds a lone "
+            "surrogate); use plain text."
+        ) from None
 
 
 def encode_value(codec: Codec, value: Any, what: str, root: str) -> str:

@@ -35,6 +35,9 @@ from .workflow import Workflow
 
 logger = logging.getLogger(__name__)
 
+_MIN_LEASE_S = 0.5
+_GIVE_UP_S = 5.0  # how long a stop spends giving back what outlived its grace
+
 
 class PooledWorker:
     """A pool of worker slots that execute runs from a backend's queue.
@@ -91,6 +94,12 @@ class PooledWorker:
         codec: Codec | None = None,
     ) -> None:
         _check_arguments(worker_id, concurrency)
+        if isinstance(workflow_registry, str):
+            raise DefinitionError(
+                f"workflow_registry is the string {workflow_registry!r}; pass a "
+                "WorkflowRegistry or a list of workflows (sayiir_nb.cli."
+                "load_registry('package.module:name') loads one by name)."
+            )
         self.worker_id = worker_id
         self.backend = backend
         self.workflows = (
@@ -103,8 +112,16 @@ class PooledWorker:
         self.poll_s = to_seconds(poll, what="poll")
         self.grace_s = to_seconds(grace, what="grace")
         self.inline_wait_s = to_seconds(inline_wait, what="inline_wait")
-        if self.lease_s <= 0 or self.poll_s <= 0:
-            raise DefinitionError("lease and poll must be longer than zero.")
+        if self.lease_s < _MIN_LEASE_S:
+            raise DefinitionError(
+                f"lease {self.lease_s:g}s is too short for the heartbeat to renew "
+                f"it in time (every third of it, over a database round trip); "
+                f"use at least {_MIN_LEASE_S:g}s (30 s by default)."
+            )
+        if self.poll_s <= 0:
+            raise DefinitionError(
+                f"poll {self.poll_s:g}s must be longer than zero (1 s by default)."
+            )
         self.owner = f"{worker_id}/{uuid.uuid4().hex[:8]}"
         self.runner = CheckpointingRunner(
             backend, codec=codec, workflows=self.workflows, inline_wait=inline_wait
@@ -224,8 +241,7 @@ class PooledWorker:
         self._gave_up.set()
         # parts first, so that a run handed back sees which parts are lost
         left = sorted(self.heartbeat.held(), key=lambda lease: not lease.unit)
-        for lease in left:
-            self._give_up(lease, grace_s)
+        self._give_up_all(left, grace_s)
         self.heartbeat.stop()
         if self._listener is not None and hasattr(self._listener, "channels"):
             self._listener.close()
@@ -243,6 +259,31 @@ class PooledWorker:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+    def _give_up_all(self, leases: list[Lease], grace_s: float) -> None:
+        """Give up ``leases``, for at most ``_GIVE_UP_S`` seconds: a store that
+        cannot be reached (a database outage) does not hold the stop up, and
+        the leases it could not take back lapse by themselves."""
+        if not leases:
+            return
+        giving = threading.Thread(
+            target=lambda: [self._give_up(lease, grace_s) for lease in leases],
+            name=f"sayiir-give-up-{self.worker_id}",
+            daemon=True,
+        )
+        giving.start()
+        giving.join(_GIVE_UP_S)
+        if giving.is_alive():
+            logger.warning(
+                "worker %s could not give back %d lease(s) within %.0fs (is the "
+                "database reachable?); other workers take those runs over once "
+                "the leases lapse, after %.0fs",
+                self.worker_id,
+                len(leases),
+                _GIVE_UP_S,
+                self.lease_s,
+                extra={"event": "worker.give_up_timeout", "worker": self.worker_id},
+            )
 
     def _give_up(self, lease: Lease, grace_s: float) -> None:
         """Give back a lease whose step did not finish in the grace period;

@@ -62,9 +62,13 @@ T = TypeVar("T")
 
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,40}$")
 _TRIES = 4
-# how long a statement waits for a connection while the server is away (a
-# restart, a failover) before it fails
+# how long a statement waits in all for a connection while the server is away
+# (a restart, a failover) before it fails
 _CONNECT_WAIT_S = 30.0
+
+
+def _left(deadline: float) -> float:
+    return max(0.0, deadline - time.monotonic())
 
 
 class PostgresBackend(SharedUnits, SharedTaskLimits, Enqueueing):
@@ -153,12 +157,14 @@ class PostgresBackend(SharedUnits, SharedTaskLimits, Enqueueing):
 
         if self._closed:
             raise BackendError(f"{self!r} is closed.")
+        deadline = time.monotonic() + _CONNECT_WAIT_S
         for attempt in range(1, _TRIES + 1):
             try:
-                with self._pool.connection(timeout=_CONNECT_WAIT_S) as conn:
+                with self._pool.connection(timeout=_left(deadline)) as conn:
                     return use(conn)
             except psycopg.OperationalError as error:
-                if not retry or attempt == _TRIES or self._closed:
+                last = attempt == _TRIES or _left(deadline) <= 0.1
+                if not retry or last or self._closed:
                     raise BackendError(
                         f"{self!r}: the connection failed ({error})."
                     ) from error
@@ -457,10 +463,13 @@ class PostgresBackend(SharedUnits, SharedTaskLimits, Enqueueing):
         body = json.dumps(payload(batch), allow_nan=False)
         sql = self._sql("SELECT {s}.write_batch(%s, %s, %s, %s::jsonb, %s)")
         params = [lease.run_id, lease.unit, lease.fence, body, time.time()]
+        deadline = time.monotonic() + _CONNECT_WAIT_S
         for attempt in range(1, _TRIES + 1):
             try:
                 self.round_trips += 1
-                with self._pool.connection(timeout=_CONNECT_WAIT_S) as conn:
+                with self._pool.connection(timeout=_left(deadline)) as conn:
+                    if attempt > 1 and self._applied(conn, lease.run_id, batch):
+                        return  # the broken attempt was stored after all
                     row = conn.execute(sql, params).fetchone()
                 self._requests[lease.run_id] = row[0] if row else None
                 stopped = (RunState.CANCELLED, RunState.PAUSED)
@@ -472,28 +481,32 @@ class PostgresBackend(SharedUnits, SharedTaskLimits, Enqueueing):
                     self._requests.pop(lease.run_id, None)  # nothing to ask now
                 return
             except psycopg.OperationalError as error:
-                if attempt == _TRIES or self._closed:
+                if attempt == _TRIES or _left(deadline) <= 0.1 or self._closed:
                     raise BackendError(
                         f"{self!r}: the connection failed while writing run "
                         f"{lease.run_id!r} ({error}); the write may not be stored."
                     ) from error
                 self._pool.check()
                 time.sleep(0.05 * attempt)
-                if self._applied(lease.run_id, batch):
-                    return
             except psycopg.Error as error:
                 raise _translate(error, self, lease) from error
 
-    def _applied(self, run_id: str, batch: WriteBatch) -> bool:
+    def _applied(
+        self, conn: psycopg.Connection[Any], run_id: str, batch: WriteBatch
+    ) -> bool:
         """Whether a batch whose connection broke was stored after all."""
         written = (*batch.inserts, *batch.updates)
         if not written:
             return False
-        rows = self._rows(
-            "SELECT step_id, attempt, state FROM {s}.attempts WHERE run_id = %s "
-            "AND (step_id, attempt) IN (SELECT * FROM unnest(%s::text[], %s::int[]))",
+        self.round_trips += 1
+        rows = conn.execute(
+            self._sql(
+                "SELECT step_id, attempt, state FROM {s}.attempts WHERE run_id = %s "
+                "AND (step_id, attempt) IN "
+                "(SELECT * FROM unnest(%s::text[], %s::int[]))"
+            ),
             [run_id, [a.step_id for a in written], [a.attempt for a in written]],
-        )
+        ).fetchall()
         stored = {(step, number): state for step, number, state in rows}
         return all(stored.get((a.step_id, a.attempt)) == a.state.value for a in written)
 
@@ -530,7 +543,8 @@ class PostgresBackend(SharedUnits, SharedTaskLimits, Enqueueing):
         rows = self._rows(
             "WITH s AS (INSERT INTO {s}.signals (signal_id, run_id, name, "
             "payload_json, sent_epoch) SELECT %s, run_id, %s, %s, %s FROM {s}.runs "
-            "WHERE run_id = %s RETURNING run_id), "
+            "WHERE run_id = %s ON CONFLICT (signal_id) DO UPDATE SET name = "
+            "excluded.name RETURNING run_id), "  # a retry after a lost reply
             "r AS (UPDATE {s}.runs SET wake_epoch = %s WHERE run_id IN "
             "(SELECT run_id FROM s) AND state = 'waiting' AND (wake_epoch IS NULL "
             "OR wake_epoch > %s) RETURNING run_id), "
@@ -658,9 +672,12 @@ def _check_reachable(dsn: str, schema: str) -> None:
         with psycopg.connect(dsn, connect_timeout=10) as conn:
             row = conn.execute("SELECT quote_ident(%s)", [schema]).fetchone()
     except psycopg.Error as error:
-        reason = str(error).strip().splitlines()[-1] if str(error).strip() else error
+        lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+        reason = " ".join(lines) or type(error).__name__
+        if not reason.endswith((".", "?", "!")):
+            reason += "."
         raise BackendError(
-            f"cannot connect to PostgreSQL at {safe_dsn(dsn)}: {reason}. Check the "
+            f"cannot connect to PostgreSQL at {safe_dsn(dsn)}: {reason} Check the "
             "DSN and that the server accepts connections from here."
         ) from None
     if row is None or row[0] != schema:

@@ -4,10 +4,12 @@ next free start, used by :mod:`sayiir_nb.limits`."""
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 from .postgres_rows import like_prefix
+
+T = TypeVar("T")
 
 
 class SharedTaskLimits:
@@ -19,15 +21,36 @@ class SharedTaskLimits:
     ) -> list[tuple[Any, ...]]:
         raise NotImplementedError
 
+    def _with_conn(self, use: Callable[[Any], T], *, retry: bool = True) -> T:
+        raise NotImplementedError
+
+    def _sql(self, text: str) -> str:
+        raise NotImplementedError
+
     def acquire_slot(
         self, task_name: str, limit: int, holder: str, lease_s: float
     ) -> int | None:
-        """Take one of ``limit`` slots of a task; ``None`` if all are held."""
-        rows = self._rows(
-            "SELECT {s}.acquire_slot(%s, %s, %s, %s)",
-            [task_name, limit, holder, lease_s],
+        """Take one of ``limit`` slots of a task; ``None`` if all are held.
+
+        ``holder`` names this one acquisition: when a connection breaks
+        before the reply arrives, the retry first frees a slot the lost call
+        may have taken, so no slot stays held by nobody's attempt."""
+        free = self._sql(
+            "UPDATE {s}.task_slots SET holder = NULL, expires_epoch = NULL "
+            "WHERE task_name = %s AND holder = %s"
         )
-        return rows[0][0] if rows else None
+        take = self._sql("SELECT {s}.acquire_slot(%s, %s, %s, %s)")
+        tries = 0
+
+        def use(conn: Any) -> int | None:
+            nonlocal tries
+            tries += 1
+            if tries > 1:
+                conn.execute(free, [task_name, holder])
+            row = conn.execute(take, [task_name, limit, holder, lease_s]).fetchone()
+            return row[0] if row else None
+
+        return self._with_conn(use)
 
     def renew_slots(self, holder_prefix: str, lease_s: float) -> None:
         self._rows(

@@ -27,10 +27,24 @@ UNIT_COLUMNS = (
 )
 
 
+_KEYWORD_PASSWORD = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.I)
+_QUERY_PASSWORD = re.compile(r"([?&]password=)[^&]*", re.I)
+
+
 def safe_dsn(dsn: str) -> str:
-    """``dsn`` with any password replaced by ``***``."""
-    masked = re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", dsn)
-    return re.sub(r"(password\s*=\s*)(\S+)", r"\1***", masked, flags=re.I)
+    """``dsn`` with any password replaced by ``***``: in a URL's user part
+    (up to its last ``@``) or query, or a ``password=`` keyword, quoted or
+    not."""
+    scheme, sep, rest = dsn.partition("://")
+    if not sep:
+        return _KEYWORD_PASSWORD.sub(r"\1***", dsn)
+    query_at = rest.find("?")
+    head, query = (rest, "") if query_at < 0 else (rest[:query_at], rest[query_at:])
+    user_end = head.rfind("@")
+    if user_end >= 0 and ":" in head[:user_end]:
+        user = head[:user_end].split(":", 1)[0]
+        head = f"{user}:***{head[user_end:]}"
+    return f"{scheme}://{head}" + _QUERY_PASSWORD.sub(r"\1***", query)
 
 
 def like_prefix(prefix: str) -> str:

@@ -3,6 +3,7 @@ DuckDB worker threads, task limits, and what a notebook does with workers."""
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 import time
@@ -108,6 +109,87 @@ def _terminate_connections(dsn: str) -> int:
             "application_name = 'sayiir-nb' AND pid <> pg_backend_pid()"
         ).fetchall()
     return len(rows)
+
+
+class _ReplyLost:
+    """A pooled connection whose next statement is carried out and committed,
+    after which the connection breaks before the reply arrives."""
+
+    def __init__(self, conn) -> None:
+        self._conn = conn
+
+    def execute(self, *args, **kwargs):
+        import psycopg
+
+        self._conn.execute(*args, **kwargs)
+        self._conn.close()
+        raise psycopg.OperationalError("the connection broke before the reply")
+
+    def __getattr__(self, name: str):
+        return getattr(self._conn, name)
+
+
+def _lose_next_reply(backend: PostgresBackend, monkeypatch) -> dict[str, bool]:
+    from contextlib import contextmanager
+
+    real = backend._pool.connection
+    armed = {"lose": False}
+
+    @contextmanager
+    def connection(timeout=None):
+        with real(timeout=timeout) as conn:
+            if armed["lose"]:
+                armed["lose"] = False
+                yield _ReplyLost(conn)
+            else:
+                yield conn
+
+    monkeypatch.setattr(backend._pool, "connection", connection)
+    return armed
+
+
+def test_statements_whose_reply_was_lost_are_applied_once(schema, monkeypatch):
+    """A statement retried after its connection broke, although it had been
+    committed: a signal is stored once, a task slot taken once, a step's
+    write applied once, each without an error."""
+    dsn, name = schema
+    backend = PostgresBackend(dsn, schema=name)
+    ran: list[int] = []
+
+    @task
+    def count(x):
+        ran.append(x)
+        return x + 1
+
+    wf = Flow("lost-replies").then(count).then(count, name="again").build()
+    armed = _lose_next_reply(backend, monkeypatch)
+    backend.enqueue_workflow(wf, "lost-1", 1)
+
+    armed["lose"] = True
+    backend.send_signal("lost-1", "go", "1")
+    assert backend.execute("SELECT count(*) FROM {s}.signals") == [(1,)]
+
+    armed["lose"] = True
+    slot = backend.acquire_slot("limited", 2, "w/1/1/tok", 30)
+    assert slot in (0, 1)
+    held = backend.execute("SELECT holder FROM {s}.task_slots WHERE holder IS NOT NULL")
+    assert held == [("w/1/1/tok",)]
+
+    runner = CheckpointingRunner(backend, workflows=WorkflowRegistry([wf]))
+    real_write = backend.write
+
+    def write_losing_replies(lease, batch):
+        armed["lose"] = True  # every step write of the run loses its reply
+        return real_write(lease, batch)
+
+    monkeypatch.setattr(backend, "write", write_losing_replies)
+    status = runner.run(wf, "lost-1", 1)
+    assert status.state is RunState.COMPLETED and status.output == 3
+    assert ran == [1, 2]
+    assert backend.execute(
+        "SELECT step_id, attempt, state FROM {s}.attempts ORDER BY step_id"
+    ) == [("again", 1, "succeeded"), ("count", 1, "succeeded")]
+    backend.close()
 
 
 def test_worker_survives_terminated_connections(schema) -> None:
@@ -299,6 +381,16 @@ def test_task_limits_hold_across_workers(schema) -> None:
     ]
     assert len(paced_s) == 10
     assert max(paced_s) < 0.3  # waiting for the rate is not the attempt's time
+    # the history agrees with the limit: no two attempts overlap in it
+    spans = sorted(
+        (a.started_epoch, a.ended_epoch)
+        for a in backends[0].attempts("limits-1")
+        if a.task_name == "one_at_a_time"
+    )
+    assert len(spans) == 10
+    assert all(
+        end <= next_start for (_, end), (next_start, _) in itertools.pairwise(spans)
+    )
     for b in backends:
         b.close()
 

@@ -244,3 +244,50 @@ def test_a_worker_rides_out_a_server_restart(tmp_path: Path, down_s: float) -> N
         backend.close()
     finally:
         server.close()
+
+
+def test_a_worker_stopped_while_the_server_is_down_exits_on_time(
+    tmp_path: Path,
+) -> None:
+    """SIGTERM during an outage: the worker waits out its grace period, gives
+    up giving its leases back after a few seconds and exits; once the server
+    is back, another worker finishes the runs when those leases lapse."""
+    server = PrivateServer(str(tmp_path / "pgdata"))
+    try:
+        schema = fresh_schema()
+        backend = PostgresBackend(server.dsn, schema=schema)
+        side = tmp_path / "marks.txt"
+        workers = Workers(server.dsn, schema, side, SAYIIR_NB_SLOW_S="3")
+        for n in range(3):
+            backend.enqueue_workflow(slow_chain, f"out-{n}", n)
+        stuck = workers.start("stuck", lease=2.0, concurrency=3)
+        wait_until(
+            lambda: sum(m[1:3] == ("middle", "start") for m in marks(side)) == 3,
+            30,
+            "three middle steps to start",
+        )
+        workers.wait_started()
+        server.stop()
+        stuck.send_signal(signal.SIGTERM)
+        began = time.monotonic()
+        code = stuck.wait(30)
+        took = time.monotonic() - began
+        workers.procs.clear()
+        assert code == 0
+        assert took < 15, f"the stop took {took:.1f}s"  # grace 2 s + give-up 5 s
+        server.start()
+        workers.start("rescuer", lease=2.0, concurrency=3)
+        runner = CheckpointingRunner(backend, workflows=registry)
+        try:
+            for n in range(3):
+                wait_until(
+                    lambda n=n: runner.status(f"out-{n}").state is RunState.COMPLETED,
+                    60,
+                    f"run out-{n} to complete",
+                )
+        finally:
+            assert workers.stop_all() == [0]
+        assert [runner.status(f"out-{n}").output for n in range(3)] == [1, 3, 5]
+        backend.close()
+    finally:
+        server.close()

@@ -54,6 +54,8 @@ def test_limits_do_not_change_the_definition_hash() -> None:
         ({"concurrency": 0}, "concurrency"),
         ({"concurrency": 2.0}, "concurrency"),
         ({"lease": 0}, "lease"),
+        ({"lease": 0.05}, r"lease 0.05s is too short .* at least 0.5s"),
+        ({"poll": 0}, r"poll 0s must be longer than zero"),
     ],
 )
 def test_bad_worker_arguments_are_refused(kwargs, match) -> None:
@@ -61,6 +63,27 @@ def test_bad_worker_arguments_are_refused(kwargs, match) -> None:
     worker_id = arguments.pop("worker_id")
     with pytest.raises(DefinitionError, match=match):
         PooledWorker(worker_id, InMemoryBackend(), [], **arguments)
+
+
+def test_a_registry_given_as_a_string_is_refused_with_what_to_pass() -> None:
+    with pytest.raises(DefinitionError, match=r"string 'app:registry'.*load_registry"):
+        PooledWorker("w", InMemoryBackend(), "app:registry")
+
+
+@pytest.mark.parametrize(
+    ("workflow", "run_id", "match"),
+    [
+        (None, "r-1", r"needs a workflow .*got None"),
+        ("", "r-1", r"needs a workflow"),
+        ("few", "a\x00b", r"run id 'a\\x00b' contains a NUL character"),
+        ("few", "bad\ud800", r"run id 'bad\\ud800' is not valid Unicode text"),
+    ],
+)
+def test_enqueue_names_a_bad_workflow_or_run_id(workflow, run_id, match) -> None:
+    backend = InMemoryBackend()
+    with pytest.raises(SayiirError, match=match):
+        backend.enqueue_workflow(workflow, run_id, 1)
+    assert backend.list_runs() == []
 
 
 def test_the_command_loads_registries_and_explains_bad_app_names() -> None:
@@ -74,12 +97,21 @@ def test_the_command_loads_registries_and_explains_bad_app_names() -> None:
         load_registry("no_such_module_here:registry")
     with pytest.raises(SayiirError, match="has no 'nothing'"):
         load_registry("tests.integration.workers_app:nothing")
+    with pytest.raises(SayiirError, match=r"calling mark\(\) failed .* no arguments"):
+        load_registry("tests.integration.workers_app:mark")  # it needs one
 
 
 def test_passwords_never_reach_a_log_line() -> None:
     assert safe_dsn("postgresql://app:s3cret@db/x") == "postgresql://app:***@db/x"
     assert "s3cret" not in safe_dsn("host=db user=app password=s3cret dbname=x")
     assert safe_dsn("postgresql://app@db/x") == "postgresql://app@db/x"
+    # a password holding '@' or spaces, quoted, or in a URL's query
+    assert safe_dsn("postgresql://u:p@ss@h/db") == "postgresql://u:***@h/db"
+    quoted = safe_dsn("host=h password='s3 cret' dbname=x")
+    assert quoted == "host=h password=*** dbname=x"
+    assert safe_dsn("postgresql:///db?host=/tmp&password=pw&x=1") == (
+        "postgresql:///db?host=/tmp&password=***&x=1"
+    )
 
 
 def test_the_command_is_installed_and_documents_its_options() -> None:
