@@ -465,7 +465,13 @@ class RunExecution:
         """
         if pending is None:
             await limits.enter_async_context(
-                limited(self.backend, step.task, self.owner, self.lease_s)
+                limited(
+                    self.backend,
+                    step.task,
+                    self.owner,
+                    self.lease_s,
+                    step=(self.run_id, step_id),
+                )
             )
             self.check_control()  # a cancel may have come during the wait
             start = self.new_attempt(
@@ -481,7 +487,13 @@ class RunExecution:
         await self.sleep_until(due)
         self.check_control()  # a cancel may have come during the backoff
         await limits.enter_async_context(
-            limited(self.backend, step.task, self.owner, self.lease_s)
+            limited(
+                self.backend,
+                step.task,
+                self.owner,
+                self.lease_s,
+                step=(self.run_id, step_id),
+            )
         )
         self.check_control()
         start = replace(pending, state=AttemptState.RUNNING, started_epoch=time.time())

@@ -9,6 +9,7 @@ they are shared by every thread of the process that uses the store.
 from __future__ import annotations
 
 import asyncio
+import collections
 import threading
 import time
 import uuid
@@ -21,27 +22,56 @@ from .tasks import Task
 
 _POLL_S = (0.005, 0.2)
 
+# (run id, step id) of the steps of this process waiting for their limits
+_waiting: collections.Counter[tuple[str, str]] = collections.Counter()
+_waiting_lock = threading.Lock()
+
+
+def waiting_for_limits(run_id: str, step_id: str) -> bool:
+    """Whether a step of this process waits for its limits now (it has not
+    started: a worker giving the run up records no attempt for it)."""
+    with _waiting_lock:
+        return _waiting[(run_id, step_id)] > 0
+
 
 @asynccontextmanager
 async def limited(
-    backend: Backend, task: Task, holder: str, lease_s: float = 30.0
+    backend: Backend,
+    task: Task,
+    holder: str,
+    lease_s: float = 30.0,
+    *,
+    step: tuple[str, str] = ("", ""),
 ) -> AsyncIterator[None]:
     """Wait until ``task`` may start an attempt under its limits, and hold
     its concurrency slot for the block. A shared slot is held for ``lease_s``
     and renewed by the holder's heartbeat; the slot of a holder that died is
-    free again after that."""
+    free again after that. ``step`` (run id, step id) is known to
+    :func:`waiting_for_limits` during the wait."""
     options = task.options
     if options.max_concurrency is None and options.rate_per_s is None:
         yield
         return
     release = None
-    if options.max_concurrency is not None:
-        release = await _take_slot(
-            backend, task.name, options.max_concurrency, holder, lease_s
-        )
+    with _waiting_lock:
+        _waiting[step] += 1
     try:
+        if options.max_concurrency is not None:
+            release = await _take_slot(
+                backend, task.name, options.max_concurrency, holder, lease_s
+            )
         if options.rate_per_s is not None:
             await _wait_for_rate(backend, task.name, options.rate_per_s)
+    except BaseException:
+        if release is not None:
+            release()
+        raise
+    finally:
+        with _waiting_lock:
+            _waiting[step] -= 1
+            if not _waiting[step]:
+                del _waiting[step]
+    try:
         yield
     finally:
         if release is not None:

@@ -21,16 +21,17 @@ from collections.abc import Iterable
 from dataclasses import replace
 from typing import Any
 
-from .backends.base import Backend, Lease, RunUpdate
+from .backends.base import Backend, Lease, RunUpdate, WriteBatch
 from .codec import Codec
 from .duration import Duration, to_seconds
 from .errors import DefinitionError, LeaseLostError
 from .heartbeat import Heartbeat
-from .recovery import lost_attempts
+from .limits import waiting_for_limits
+from .recovery import LOST_TYPE, lost_attempts
 from .registry import WorkflowRegistry
 from .runner import CheckpointingRunner
-from .status import RunState
-from .units import SharedSteps, execute_unit, without_live_units
+from .status import AttemptState, ErrorInfo, RunState
+from .units import SharedSteps, execute_unit, inside, without_live_units
 from .workflow import Workflow
 
 logger = logging.getLogger(__name__)
@@ -291,9 +292,13 @@ class PooledWorker:
         lease another worker took meanwhile is left alone). A run, not a
         part, is then handed back to the queue."""
         try:
+            if lease.unit:
+                self._settle_part(lease, grace_s)
             self.backend.release(lease)
             if not lease.unit:
                 self._hand_back(lease, grace_s)
+        except LeaseLostError:
+            pass  # another worker took it over meanwhile: nothing is ours
         except Exception as error:
             logger.warning(
                 "could not give up the lease of run %s: %s",
@@ -301,6 +306,37 @@ class PooledWorker:
                 error,
                 extra={"event": "worker.release_failed", "run_id": lease.run_id},
             )
+
+    def _stop_reason(self, grace_s: float) -> str:
+        return (
+            f"worker {self.worker_id} stopped before this attempt ended "
+            f"(grace {grace_s:g}s); its late result is discarded"
+        )
+
+    def _settle_part(self, lease: Lease, grace_s: float) -> None:
+        """Record the attempts a given-up part left running as interrupted,
+        under the part's lease (so also when its run is cancelled or paused
+        and nobody takes the part again)."""
+        backend: Any = self.backend
+        unit = backend.get_unit(lease.run_id, lease.unit)
+        snapshot = backend.load_for_unit(unit) if unit is not None else None
+        if snapshot is None:
+            return
+        now = time.time()
+        reason = self._stop_reason(grace_s)
+        lost = tuple(
+            replace(
+                a,
+                state=AttemptState.INTERRUPTED,
+                ended_epoch=now,
+                error=ErrorInfo(type=LOST_TYPE, message=reason, step_id=a.step_id),
+                owner=a.owner or lease.owner,
+            )
+            for a in snapshot.attempts
+            if a.state is AttemptState.RUNNING and inside(a.step_id, unit)
+        )
+        if lost:
+            self.backend.write(lease, WriteBatch(updates=lost))
 
     def _hand_back(self, lease: Lease, grace_s: float) -> None:
         """Record the attempt a given-up run left unfinished as interrupted,
@@ -315,17 +351,18 @@ class PooledWorker:
                 return
             name = snapshot.run.workflow_name
             workflow = self.workflows.get(name) if name in self.workflows else None
-            reason = (
-                f"worker {self.worker_id} stopped before this attempt ended "
-                f"(grace {grace_s:g}s); its late result is discarded"
-            )
             batch = lost_attempts(
                 without_live_units(self.backend, snapshot),
                 workflow,
-                reason,
+                self._stop_reason(grace_s),
                 owner=self.owner,  # as the run's own attempts record it
                 ended_epoch=time.time(),
             )
+            # a step still waiting for its task limits never started
+            started = tuple(
+                a for a in batch.inserts if not waiting_for_limits(a.run_id, a.step_id)
+            )
+            batch = replace(batch, inserts=started)
             run = RunUpdate(state=RunState.PENDING)
             self.backend.write(claim, replace(batch, run=run))
         finally:

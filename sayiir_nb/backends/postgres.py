@@ -322,10 +322,26 @@ class PostgresBackend(SharedUnits, SharedTaskLimits, Enqueueing):
     # -- leases -------------------------------------------------------------
 
     def claim(self, run_id: str, owner: str, lease_s: float) -> Lease | None:
-        rows = self._rows(
-            "SELECT fence, expires_epoch FROM {s}.claim_run(%s, %s, %s)",
-            [run_id, owner, lease_s],
+        """Take the run's lease; a retry after a lost reply finds the lease
+        the lost call took for ``owner`` and keeps it."""
+        mine = self._sql(
+            "SELECT fence, expires_epoch FROM {s}.leases WHERE run_id = %s AND "
+            "owner = %s AND expires_epoch > {s}.now_epoch()"
         )
+        take = self._sql("SELECT fence, expires_epoch FROM {s}.claim_run(%s, %s, %s)")
+        tries = 0
+
+        def use(conn: psycopg.Connection[Any]) -> list[tuple[Any, ...]]:
+            nonlocal tries
+            tries += 1
+            self.round_trips += 1
+            if tries > 1:
+                taken = conn.execute(mine, [run_id, owner]).fetchall()
+                if taken:
+                    return taken
+            return conn.execute(take, [run_id, owner, lease_s]).fetchall()
+
+        rows = self._with_conn(use)
         if not rows:
             return None
         return Lease(

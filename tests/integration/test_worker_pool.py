@@ -112,37 +112,38 @@ def _terminate_connections(dsn: str) -> int:
 
 
 class _ReplyLost:
-    """A pooled connection whose next statement is carried out and committed,
-    after which the connection breaks before the reply arrives."""
+    """A pooled connection that carries out and commits the next statement
+    whose SQL holds ``armed["lose"]`` (any, if ``True``), then breaks before
+    the reply arrives."""
 
-    def __init__(self, conn) -> None:
-        self._conn = conn
+    def __init__(self, conn, armed: dict) -> None:
+        self._conn, self._armed = conn, armed
 
-    def execute(self, *args, **kwargs):
+    def execute(self, query, *args, **kwargs):
         import psycopg
 
-        self._conn.execute(*args, **kwargs)
-        self._conn.close()
-        raise psycopg.OperationalError("the connection broke before the reply")
+        wanted = self._armed["lose"]
+        cursor = self._conn.execute(query, *args, **kwargs)
+        if wanted is True or (wanted and wanted in str(query)):
+            self._armed["lose"] = False
+            self._conn.close()
+            raise psycopg.OperationalError("the connection broke before the reply")
+        return cursor
 
     def __getattr__(self, name: str):
         return getattr(self._conn, name)
 
 
-def _lose_next_reply(backend: PostgresBackend, monkeypatch) -> dict[str, bool]:
+def _lose_next_reply(backend: PostgresBackend, monkeypatch) -> dict:
     from contextlib import contextmanager
 
     real = backend._pool.connection
-    armed = {"lose": False}
+    armed: dict = {"lose": False}
 
     @contextmanager
     def connection(timeout=None):
         with real(timeout=timeout) as conn:
-            if armed["lose"]:
-                armed["lose"] = False
-                yield _ReplyLost(conn)
-            else:
-                yield conn
+            yield _ReplyLost(conn, armed) if armed["lose"] else conn
 
     monkeypatch.setattr(backend._pool, "connection", connection)
     return armed
@@ -169,13 +170,27 @@ def test_statements_whose_reply_was_lost_are_applied_once(schema, monkeypatch):
     backend.send_signal("lost-1", "go", "1")
     assert backend.execute("SELECT count(*) FROM {s}.signals") == [(1,)]
 
+    backend.enqueue_workflow(wf, "lost-2", 2)
+    armed["lose"] = "claim_run"
+    runner = CheckpointingRunner(backend, workflows=WorkflowRegistry([wf]))
+    assert runner.cancel("lost-2").state is RunState.CANCELLED
+    assert armed["lose"] is False  # the claim's reply was lost indeed
+    armed["lose"] = "claim_run"
+    lease = backend.claim("lost-1", "me/1", 30)
+    assert lease is not None  # the retry keeps the lease the lost call took
+    assert armed["lose"] is False
+    assert backend.current_lease("lost-1") == lease
+    backend.release(lease)
+    assert backend.execute(
+        "SELECT count(*) FROM {s}.leases WHERE owner IS NOT NULL"
+    ) == [(0,)]
+
     armed["lose"] = True
     slot = backend.acquire_slot("limited", 2, "w/1/1/tok", 30)
     assert slot in (0, 1)
     held = backend.execute("SELECT holder FROM {s}.task_slots WHERE holder IS NOT NULL")
     assert held == [("w/1/1/tok",)]
 
-    runner = CheckpointingRunner(backend, workflows=WorkflowRegistry([wf]))
     real_write = backend.write
 
     def write_losing_replies(lease, batch):
@@ -187,7 +202,8 @@ def test_statements_whose_reply_was_lost_are_applied_once(schema, monkeypatch):
     assert status.state is RunState.COMPLETED and status.output == 3
     assert ran == [1, 2]
     assert backend.execute(
-        "SELECT step_id, attempt, state FROM {s}.attempts ORDER BY step_id"
+        "SELECT step_id, attempt, state FROM {s}.attempts WHERE run_id = 'lost-1' "
+        "ORDER BY step_id"
     ) == [("again", 1, "succeeded"), ("count", 1, "succeeded")]
     backend.close()
 
@@ -549,6 +565,102 @@ def test_a_step_longer_than_the_grace_period_is_handed_back(
     ]
     assert slow == [(1, AttemptState.INTERRUPTED), (2, AttemptState.SUCCEEDED)]
     assert ran == ["start", "slow", "slow", "after"]
+    backend.close()
+
+
+def test_parts_a_stopping_worker_held_are_settled_when_the_run_is_cancelled(
+    schema,
+) -> None:
+    dsn, name = schema
+    backends = [PostgresBackend(dsn, schema=name) for _ in range(2)]
+    bodies: list[str] = []
+
+    def branch(label: str):
+        @task(name=label)
+        def run(x):
+            bodies.append(label)
+            time.sleep(1.0)
+            return x
+
+        return run
+
+    wf = (
+        Flow("settle-parts")
+        .parallel("p", {k: branch(k) for k in ("a", "b", "c")})
+        .build()
+    )
+    runner = CheckpointingRunner(backends[0], workflows=WorkflowRegistry([wf]))
+    driver = PooledWorker("drv", backends[0], [wf], concurrency=1).start()
+    helper = PooledWorker("hlp", backends[1], [wf], concurrency=2).start()
+    try:
+        backends[0].enqueue_workflow(wf, "settle-1", 0)
+        wait_for(lambda: len(bodies) == 3, 10, "the three branches to start")
+        held = [
+            a.step_id
+            for a in backends[0].attempts("settle-1")
+            if a.owner.startswith(f"{helper.owner}/")
+        ]
+        assert held  # the helper runs at least one branch
+        runner.cancel("settle-1")
+        helper.stop(grace=0.2)  # its branches are still sleeping
+        wait_for(
+            lambda: runner.status("settle-1").state is RunState.CANCELLED,
+            10,
+            "the cancel",
+        )
+        time.sleep(1.2)  # every abandoned body has returned by now
+    finally:
+        driver.stop(grace=1)
+        helper.stop(grace=1)
+    attempts = backends[0].attempts("settle-1")
+    assert [a.step_id for a in attempts if a.state is AttemptState.RUNNING] == []
+    for attempt in attempts:
+        if attempt.step_id in held:
+            assert attempt.state is AttemptState.INTERRUPTED
+            assert attempt.ended_epoch is not None
+            assert "worker hlp stopped before this attempt ended" in (
+                attempt.error.message
+            )
+    for b in backends:
+        b.close()
+
+
+def test_a_step_waiting_for_its_limit_at_a_stop_has_no_attempt(tmp_path) -> None:
+    backend = DuckDBBackend(tmp_path / "capped.duckdb")
+    bodies: list[int] = []
+
+    @task(max_concurrency=2)
+    def capped(x):
+        bodies.append(x)
+        time.sleep(0.8)
+        return x
+
+    wf = Flow("capped-stop").then(capped).build()
+    runner = CheckpointingRunner(backend, workflows=WorkflowRegistry([wf]))
+    first = PooledWorker("first", backend, [wf], concurrency=3).start()
+    for n in range(3):
+        backend.enqueue_workflow(wf, f"cap-{n}", n)
+    wait_for(lambda: len(bodies) == 2, 10, "two capped bodies")
+    time.sleep(0.1)  # the third waits for a slot
+    first.stop(grace=0.1)
+    waited = [n for n in range(3) if n not in bodies]
+    assert len(waited) == 1
+    assert backend.attempts(f"cap-{waited[0]}") == []  # it never started
+    time.sleep(0.9)  # the abandoned bodies return
+    second = PooledWorker("second", backend, [wf], concurrency=3).start()
+    try:
+        wait_for(
+            lambda: all(
+                runner.status(f"cap-{n}").state is RunState.COMPLETED for n in range(3)
+            ),
+            15,
+            "the next worker to finish the runs",
+        )
+    finally:
+        second.stop(grace=1)
+    numbers = {n: [a.attempt for a in backend.attempts(f"cap-{n}")] for n in range(3)}
+    assert numbers[waited[0]] == [1]
+    assert sorted(len(v) for v in numbers.values()) == [1, 2, 2]
     backend.close()
 
 
