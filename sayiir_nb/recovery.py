@@ -36,15 +36,8 @@ def lost_attempts(
     """
     if snapshot.run.state is not RunState.RUNNING:
         return WriteBatch()
-    lost = _error(reason, "")
     updates = tuple(
-        replace(
-            a,
-            state=AttemptState.INTERRUPTED,
-            error=replace(lost, step_id=a.step_id),
-            ended_epoch=ended_epoch,
-            owner=a.owner or owner,
-        )
+        interrupted(a, reason, owner=owner, ended_epoch=ended_epoch)
         for a in snapshot.attempts
         if a.state is AttemptState.RUNNING
     )
@@ -52,6 +45,24 @@ def lost_attempts(
     if implied is not None:
         implied = replace(implied, ended_epoch=ended_epoch, owner=owner)
     return WriteBatch(updates=updates, inserts=(implied,) if implied else ())
+
+
+def interrupted(
+    attempt: AttemptRecord,
+    reason: str = LOST_PROCESS,
+    *,
+    owner: str = "",
+    ended_epoch: float | None = None,
+) -> AttemptRecord:
+    """A running ``attempt`` recorded as interrupted for ``reason`` (with
+    ``owner`` if it has none)."""
+    return replace(
+        attempt,
+        state=AttemptState.INTERRUPTED,
+        error=_error(reason, attempt.step_id),
+        ended_epoch=ended_epoch,
+        owner=attempt.owner or owner,
+    )
 
 
 def _implied_attempt(

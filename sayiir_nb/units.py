@@ -14,11 +14,18 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from .backends.base import Backend, Lease, RunSnapshot, UnitRecord, WriteBatch
+from .backends.base import (
+    AttemptRecord,
+    Backend,
+    Lease,
+    RunSnapshot,
+    UnitRecord,
+    WriteBatch,
+)
 from .errors import DefinitionError, LeaseLostError
 from .execution import (
     RunControlled,
@@ -28,8 +35,8 @@ from .execution import (
     StepFailed,
 )
 from .nodes import FanOut, Node, Parallel, Step
-from .recovery import LOST_PROCESS, LOST_TYPE
-from .status import AttemptState, ErrorInfo, RunState
+from .recovery import LOST_PROCESS, interrupted
+from .status import AttemptState, RunState
 from .workflow import Workflow, walk
 
 if TYPE_CHECKING:
@@ -222,18 +229,25 @@ async def _run_part(ex: RunExecution, node: Node, unit: UnitRecord) -> None:
 
 def _mark_lost_attempts(ex: RunExecution, unit: UnitRecord) -> None:
     """Record as interrupted what a previous holder of the unit left running."""
-    lost = tuple(
-        replace(
-            a,
-            state=AttemptState.INTERRUPTED,
-            error=ErrorInfo(type=LOST_TYPE, message=LOST_PROCESS, step_id=a.step_id),
-        )
-        for rows in ex.history.values()
-        for a in rows
-        if a.state is AttemptState.RUNNING and inside(a.step_id, unit)
-    )
+    lost = lost_part_attempts((a for rows in ex.history.values() for a in rows), unit)
     if lost:
         ex.write(WriteBatch(updates=lost))
+
+
+def lost_part_attempts(
+    attempts: Iterable[AttemptRecord],
+    unit: UnitRecord,
+    reason: str = LOST_PROCESS,
+    *,
+    owner: str = "",
+    ended_epoch: float | None = None,
+) -> tuple[AttemptRecord, ...]:
+    """The attempts of ``unit`` left running, recorded as interrupted."""
+    return tuple(
+        interrupted(a, reason, owner=owner, ended_epoch=ended_epoch)
+        for a in attempts
+        if a.state is AttemptState.RUNNING and inside(a.step_id, unit)
+    )
 
 
 def inside(step_id: str, unit: UnitRecord) -> bool:

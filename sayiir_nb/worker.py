@@ -27,11 +27,11 @@ from .duration import Duration, to_seconds
 from .errors import DefinitionError, LeaseLostError
 from .heartbeat import Heartbeat
 from .limits import waiting_for_limits
-from .recovery import LOST_TYPE, lost_attempts
+from .recovery import lost_attempts
 from .registry import WorkflowRegistry
 from .runner import CheckpointingRunner
-from .status import AttemptState, ErrorInfo, RunState
-from .units import SharedSteps, execute_unit, inside, without_live_units
+from .status import RunState
+from .units import SharedSteps, execute_unit, lost_part_attempts, without_live_units
 from .workflow import Workflow
 
 logger = logging.getLogger(__name__)
@@ -322,18 +322,12 @@ class PooledWorker:
         snapshot = backend.load_for_unit(unit) if unit is not None else None
         if snapshot is None:
             return
-        now = time.time()
-        reason = self._stop_reason(grace_s)
-        lost = tuple(
-            replace(
-                a,
-                state=AttemptState.INTERRUPTED,
-                ended_epoch=now,
-                error=ErrorInfo(type=LOST_TYPE, message=reason, step_id=a.step_id),
-                owner=a.owner or lease.owner,
-            )
-            for a in snapshot.attempts
-            if a.state is AttemptState.RUNNING and inside(a.step_id, unit)
+        lost = lost_part_attempts(
+            snapshot.attempts,
+            unit,
+            self._stop_reason(grace_s),
+            owner=lease.owner,
+            ended_epoch=time.time(),
         )
         if lost:
             self.backend.write(lease, WriteBatch(updates=lost))

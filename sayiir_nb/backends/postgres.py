@@ -67,6 +67,9 @@ _TRIES = 4
 _CONNECT_WAIT_S = 30.0
 
 
+_STORED: tuple[Any, ...] = ("stored",)  # a write found applied after a lost reply
+
+
 def _left(deadline: float) -> float:
     return max(0.0, deadline - time.monotonic())
 
@@ -149,10 +152,18 @@ class PostgresBackend(SharedUnits, SharedTaskLimits, Enqueueing):
         return text.replace("{s}", self.schema)
 
     def _with_conn(
-        self, use: Callable[[psycopg.Connection[Any]], T], *, retry: bool = True
+        self,
+        use: Callable[[psycopg.Connection[Any]], T],
+        *,
+        retry: bool = True,
+        recover: Callable[[psycopg.Connection[Any]], T | None] | None = None,
+        lease: Lease | None = None,
     ) -> T:
         """Run ``use(conn)`` on a pooled connection; a connection the server
-        dropped is replaced and ``use`` tried again (if ``retry``)."""
+        dropped is replaced and ``use`` tried again (if ``retry``). Before a
+        retry, ``recover(conn)`` tidies up after a call whose reply was lost
+        although it was committed; what it returns, unless ``None``, is the
+        lost call's result. ``lease`` is the one a write is made under."""
         import psycopg
 
         if self._closed:
@@ -161,10 +172,20 @@ class PostgresBackend(SharedUnits, SharedTaskLimits, Enqueueing):
         for attempt in range(1, _TRIES + 1):
             try:
                 with self._pool.connection(timeout=_left(deadline)) as conn:
+                    if attempt > 1 and recover is not None:
+                        found = recover(conn)
+                        if found is not None:
+                            return found
                     return use(conn)
             except psycopg.OperationalError as error:
                 last = attempt == _TRIES or _left(deadline) <= 0.1
                 if not retry or last or self._closed:
+                    if lease is not None:
+                        raise BackendError(
+                            f"{self!r}: the connection failed while writing run "
+                            f"{lease.run_id!r} ({error}); the write may not be "
+                            "stored."
+                        ) from error
                     raise BackendError(
                         f"{self!r}: the connection failed ({error})."
                     ) from error
@@ -176,7 +197,7 @@ class PostgresBackend(SharedUnits, SharedTaskLimits, Enqueueing):
                 self._pool.check()
                 time.sleep(0.05 * attempt)
             except psycopg.Error as error:
-                raise _translate(error, self) from error
+                raise _translate(error, self, lease) from error
         raise AssertionError("unreachable")
 
     def _rows(
@@ -329,19 +350,15 @@ class PostgresBackend(SharedUnits, SharedTaskLimits, Enqueueing):
             "owner = %s AND expires_epoch > {s}.now_epoch()"
         )
         take = self._sql("SELECT fence, expires_epoch FROM {s}.claim_run(%s, %s, %s)")
-        tries = 0
 
         def use(conn: psycopg.Connection[Any]) -> list[tuple[Any, ...]]:
-            nonlocal tries
-            tries += 1
             self.round_trips += 1
-            if tries > 1:
-                taken = conn.execute(mine, [run_id, owner]).fetchall()
-                if taken:
-                    return taken
             return conn.execute(take, [run_id, owner, lease_s]).fetchall()
 
-        rows = self._with_conn(use)
+        def recover(conn: psycopg.Connection[Any]) -> list[tuple[Any, ...]] | None:
+            return conn.execute(mine, [run_id, owner]).fetchall() or None
+
+        rows = self._with_conn(use, recover=recover)
         if not rows:
             return None
         return Lease(
@@ -473,39 +490,29 @@ class PostgresBackend(SharedUnits, SharedTaskLimits, Enqueueing):
     # -- writes -------------------------------------------------------------
 
     def write(self, lease: Lease, batch: WriteBatch) -> None:
-        import psycopg
-
         check_batch(batch)
         body = json.dumps(payload(batch), allow_nan=False)
         sql = self._sql("SELECT {s}.write_batch(%s, %s, %s, %s::jsonb, %s)")
         params = [lease.run_id, lease.unit, lease.fence, body, time.time()]
-        deadline = time.monotonic() + _CONNECT_WAIT_S
-        for attempt in range(1, _TRIES + 1):
-            try:
-                self.round_trips += 1
-                with self._pool.connection(timeout=_left(deadline)) as conn:
-                    if attempt > 1 and self._applied(conn, lease.run_id, batch):
-                        return  # the broken attempt was stored after all
-                    row = conn.execute(sql, params).fetchone()
-                self._requests[lease.run_id] = row[0] if row else None
-                stopped = (RunState.CANCELLED, RunState.PAUSED)
-                if batch.run is not None and batch.run.state in stopped:
-                    # the request is answered; parts still running in this
-                    # process must stop all the same
-                    self._requests[lease.run_id] = batch.run.state.value
-                elif batch.run is not None and batch.run.state.is_finished:
-                    self._requests.pop(lease.run_id, None)  # nothing to ask now
-                return
-            except psycopg.OperationalError as error:
-                if attempt == _TRIES or _left(deadline) <= 0.1 or self._closed:
-                    raise BackendError(
-                        f"{self!r}: the connection failed while writing run "
-                        f"{lease.run_id!r} ({error}); the write may not be stored."
-                    ) from error
-                self._pool.check()
-                time.sleep(0.05 * attempt)
-            except psycopg.Error as error:
-                raise _translate(error, self, lease) from error
+
+        def use(conn: psycopg.Connection[Any]) -> tuple[Any, ...]:
+            self.round_trips += 1
+            return conn.execute(sql, params).fetchone() or (None,)
+
+        def recover(conn: psycopg.Connection[Any]) -> tuple[Any, ...] | None:
+            return _STORED if self._applied(conn, lease.run_id, batch) else None
+
+        row = self._with_conn(use, recover=recover, lease=lease)
+        if row is _STORED:
+            return  # the broken attempt was stored after all
+        self._requests[lease.run_id] = row[0]
+        stopped = (RunState.CANCELLED, RunState.PAUSED)
+        if batch.run is not None and batch.run.state in stopped:
+            # the request is answered; parts still running in this process
+            # must stop all the same
+            self._requests[lease.run_id] = batch.run.state.value
+        elif batch.run is not None and batch.run.state.is_finished:
+            self._requests.pop(lease.run_id, None)  # nothing to ask now
 
     def _applied(
         self, conn: psycopg.Connection[Any], run_id: str, batch: WriteBatch

@@ -21,7 +21,13 @@ class SharedTaskLimits:
     ) -> list[tuple[Any, ...]]:
         raise NotImplementedError
 
-    def _with_conn(self, use: Callable[[Any], T], *, retry: bool = True) -> T:
+    def _with_conn(
+        self,
+        use: Callable[[Any], T],
+        *,
+        retry: bool = True,
+        recover: Callable[[Any], T | None] | None = None,
+    ) -> T:
         raise NotImplementedError
 
     def _sql(self, text: str) -> str:
@@ -40,17 +46,15 @@ class SharedTaskLimits:
             "WHERE task_name = %s AND holder = %s"
         )
         take = self._sql("SELECT {s}.acquire_slot(%s, %s, %s, %s)")
-        tries = 0
 
         def use(conn: Any) -> int | None:
-            nonlocal tries
-            tries += 1
-            if tries > 1:
-                conn.execute(free, [task_name, holder])
             row = conn.execute(take, [task_name, limit, holder, lease_s]).fetchone()
             return row[0] if row else None
 
-        return self._with_conn(use)
+        def recover(conn: Any) -> None:
+            conn.execute(free, [task_name, holder])  # then take one afresh
+
+        return self._with_conn(use, recover=recover)
 
     def renew_slots(self, holder_prefix: str, lease_s: float) -> None:
         self._rows(
