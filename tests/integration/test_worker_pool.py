@@ -27,6 +27,7 @@ from sayiir_nb.backends.base import RunUpdate
 from sayiir_nb.backends.postgres import PostgresBackend
 
 from ..pg import drop_schema, fresh_schema, require_dsn
+from ..waiting import wait_until
 
 
 @pytest.fixture
@@ -35,14 +36,6 @@ def schema() -> Iterator[tuple[str, str]]:
     name = fresh_schema()
     yield dsn, name
     drop_schema(dsn, name)
-
-
-def wait_for(predicate, timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
 
 
 def test_a_worker_whose_lease_lapsed_cannot_commit(schema, caplog) -> None:
@@ -70,13 +63,13 @@ def test_a_worker_whose_lease_lapsed_cannot_commit(schema, caplog) -> None:
         assert started.wait(10)
         worker_b = PooledWorker("b", backend_b, [wf], lease=0.5).start()
         runner = CheckpointingRunner(backend_b, workflows=WorkflowRegistry([wf]))
-        wait_for(
+        wait_until(
             lambda: runner.status("lapse-1").state is RunState.COMPLETED,
             15,
             "worker b to take the run over",
         )
         release.set()  # a's task returns now, long after its lease lapsed
-        wait_for(lambda: holder["a"].executed == 1, 10, "worker a to give up")
+        wait_until(lambda: holder["a"].executed == 1, 10, "worker a to give up")
     finally:
         release.set()
         holder["a"].stop(grace=1)
@@ -227,10 +220,10 @@ def test_worker_survives_terminated_connections(schema) -> None:
     worker = PooledWorker("t", backend, [wf], lease=3, poll=0.5).start()
     runner = CheckpointingRunner(backend, workflows=WorkflowRegistry([wf]))
     try:
-        wait_for(worker._listener.connected.is_set, 10, "the listener to connect")
+        wait_until(worker._listener.connected.is_set, 10, "the listener to connect")
         assert _terminate_connections(dsn) >= 2  # idle: pool and listener
         backend.enqueue_workflow(wf, "idle-1", 1)
-        wait_for(
+        wait_until(
             lambda: runner.status("idle-1").state is RunState.COMPLETED,
             15,
             "the run enqueued after the idle connections were dropped",
@@ -240,7 +233,7 @@ def test_worker_survives_terminated_connections(schema) -> None:
         backend.enqueue_workflow(wf, "busy-1", 2)
         assert in_step.wait(10)
         assert _terminate_connections(dsn) >= 1  # while the step runs
-        wait_for(
+        wait_until(
             lambda: runner.status("busy-1").state is RunState.COMPLETED,
             20,
             "the run whose connections were dropped mid-step",
@@ -303,15 +296,17 @@ def test_duckdb_worker_threads_run_delays_signals_and_cancels(tmp_path: Path) ->
         backend.enqueue_workflow("signalled", "by-name", 1)
         assert backend.get_run("by-name").definition_hash == ""
         backend.enqueue_workflow(long, "c-1", 0)
-        wait_for(
+        wait_until(
             lambda: runner.status("c-1").steps[0].state == "succeeded",
             10,
             "the long run to get going",
         )
         runner.cancel("c-1")  # a worker thread holds it: asked, not forced
-        wait_for(lambda: runner.status("s-1").state is RunState.WAITING, 10, "the wait")
+        wait_until(
+            lambda: runner.status("s-1").state is RunState.WAITING, 10, "the wait"
+        )
         runner.send_signal("s-1", "approval", 5)
-        wait_for(
+        wait_until(
             lambda: (
                 all(
                     runner.status(f"d-{n}").state is RunState.COMPLETED
@@ -375,7 +370,7 @@ def test_task_limits_hold_across_workers(schema) -> None:
     runner = CheckpointingRunner(backends[0], workflows=WorkflowRegistry([wf]))
     try:
         backends[0].enqueue_workflow(wf, "limits-1", 10)
-        wait_for(
+        wait_until(
             lambda: runner.status("limits-1").state is RunState.COMPLETED,
             30,
             "the limited run",
@@ -448,7 +443,7 @@ def test_branches_and_items_of_one_run_run_on_several_workers(schema) -> None:
     runner = CheckpointingRunner(backends[0], workflows=WorkflowRegistry([wf]))
     try:
         backends[0].enqueue_workflow(wf, "spread-1", 1)
-        wait_for(
+        wait_until(
             lambda: runner.status("spread-1").state is RunState.COMPLETED,
             30,
             "the spread run",
@@ -511,12 +506,12 @@ def test_a_cancel_survives_a_graceful_stop(schema) -> None:
     runner = CheckpointingRunner(backend, workflows=WorkflowRegistry([wf]))
     first = PooledWorker("first", backend, [wf]).start()
     backend.enqueue_workflow(wf, "cancel-stop", 1)
-    wait_for(lambda: "slow" in ran, 10, "the slow step")
+    wait_until(lambda: "slow" in ran, 10, "the slow step")
     runner.cancel("cancel-stop")  # asked while the step runs
     first.stop(grace=5)  # the step finishes, the run goes back to the queue
     second = PooledWorker("second", backend, [wf]).start()
     try:
-        wait_for(
+        wait_until(
             lambda: runner.status("cancel-stop").state is RunState.CANCELLED,
             10,
             "the run to be cancelled by the next worker",
@@ -540,7 +535,7 @@ def test_a_step_longer_than_the_grace_period_is_handed_back(
     runner = CheckpointingRunner(backend, workflows=WorkflowRegistry([wf]))
     first = PooledWorker("first", backend, [wf]).start()
     backend.enqueue_workflow(wf, "give-up", 1)
-    wait_for(lambda: "slow" in ran, 10, "the slow step")
+    wait_until(lambda: "slow" in ran, 10, "the slow step")
     first.stop(grace=0.2)  # the step is still sleeping
     assert runner.status("give-up").state is RunState.PENDING
     [lost] = [a for a in backend.attempts("give-up") if a.step_id == "slow"]
@@ -552,7 +547,7 @@ def test_a_step_longer_than_the_grace_period_is_handed_back(
     assert runner.status("give-up").state is RunState.PENDING
     second = PooledWorker("second", backend, [wf]).start()
     try:
-        wait_for(
+        wait_until(
             lambda: runner.status("give-up").state is RunState.COMPLETED,
             10,
             "the next worker to finish the run",
@@ -594,7 +589,7 @@ def test_parts_a_stopping_worker_held_are_settled_when_the_run_is_cancelled(
     helper = PooledWorker("hlp", backends[1], [wf], concurrency=2).start()
     try:
         backends[0].enqueue_workflow(wf, "settle-1", 0)
-        wait_for(lambda: len(bodies) == 3, 10, "the three branches to start")
+        wait_until(lambda: len(bodies) == 3, 10, "the three branches to start")
         held = [
             a.step_id
             for a in backends[0].attempts("settle-1")
@@ -603,7 +598,7 @@ def test_parts_a_stopping_worker_held_are_settled_when_the_run_is_cancelled(
         assert held  # the helper runs at least one branch
         runner.cancel("settle-1")
         helper.stop(grace=0.2)  # its branches are still sleeping
-        wait_for(
+        wait_until(
             lambda: runner.status("settle-1").state is RunState.CANCELLED,
             10,
             "the cancel",
@@ -640,7 +635,7 @@ def test_a_step_waiting_for_its_limit_at_a_stop_has_no_attempt(tmp_path) -> None
     first = PooledWorker("first", backend, [wf], concurrency=3).start()
     for n in range(3):
         backend.enqueue_workflow(wf, f"cap-{n}", n)
-    wait_for(lambda: len(bodies) == 2, 10, "two capped bodies")
+    wait_until(lambda: len(bodies) == 2, 10, "two capped bodies")
     time.sleep(0.1)  # the third waits for a slot
     first.stop(grace=0.1)
     waited = [n for n in range(3) if n not in bodies]
@@ -649,7 +644,7 @@ def test_a_step_waiting_for_its_limit_at_a_stop_has_no_attempt(tmp_path) -> None
     time.sleep(0.9)  # the abandoned bodies return
     second = PooledWorker("second", backend, [wf], concurrency=3).start()
     try:
-        wait_for(
+        wait_until(
             lambda: all(
                 runner.status(f"cap-{n}").state is RunState.COMPLETED for n in range(3)
             ),
@@ -693,9 +688,9 @@ def test_a_cancel_reaches_branches_on_other_workers(schema) -> None:
     workers = [PooledWorker(f"c{i}", b, [wf]).start() for i, b in enumerate(backends)]
     try:
         backends[0].enqueue_workflow(wf, "cb-1", 0)
-        wait_for(lambda: "a1" in ran and "b1" in ran, 10, "both branches")
+        wait_until(lambda: "a1" in ran and "b1" in ran, 10, "both branches")
         runner.cancel("cb-1")
-        wait_for(
+        wait_until(
             lambda: runner.status("cb-1").state is RunState.CANCELLED, 10, "cancel"
         )
         time.sleep(1.5)  # a branch that ignored the cancel would go on now
@@ -715,13 +710,13 @@ def test_a_stopping_worker_leaves_a_lease_it_lost_alone(schema) -> None:
     runner = CheckpointingRunner(backend_b, workflows=WorkflowRegistry([wf]))
     a = PooledWorker("a", backend_a, [wf], lease=0.5).start()
     backend_a.enqueue_workflow(wf, "stop-lost", 1)
-    wait_for(lambda: "slow" in ran, 10, "the slow step on a")
+    wait_until(lambda: "slow" in ran, 10, "the slow step on a")
     a.heartbeat.suspend()
     b = PooledWorker("b", backend_b, [wf], lease=0.5).start()
     try:
-        wait_for(lambda: ran.count("slow") == 2, 10, "b to take the run over")
+        wait_until(lambda: ran.count("slow") == 2, 10, "b to take the run over")
         a.stop(grace=0.1)  # must not void b's lease
-        wait_for(
+        wait_until(
             lambda: runner.status("stop-lost").state is RunState.COMPLETED,
             15,
             "b to finish",
@@ -892,7 +887,7 @@ def test_a_run_call_on_a_run_a_worker_holds_says_it_waits(tmp_path, monkeypatch)
     worker = PooledWorker("busy", backend, [wf]).start()
     try:
         backend.enqueue_workflow(wf, "held", 1)
-        wait_for(lambda: "slow" in ran, 10, "the worker to start")
+        wait_until(lambda: "slow" in ran, 10, "the worker to start")
         runner = CheckpointingRunner(backend, workflows=WorkflowRegistry([wf]))
         with pytest.warns(SayiirWarning, match=r"'held' is being executed by 'busy/"):
             status = runner.run(wf, "held", 1)
@@ -926,10 +921,10 @@ def test_attempts_waiting_for_a_rate_limit_do_not_start_after_a_cancel(schema):
     runner = CheckpointingRunner(backends[0], workflows=WorkflowRegistry([wf]))
     try:
         backends[0].enqueue_workflow(wf, "rated-1", 30)
-        wait_for(lambda: len(starts) >= 3, 15, "the first rated starts")
+        wait_until(lambda: len(starts) >= 3, 15, "the first rated starts")
         runner.cancel("rated-1")
         cancelled_at = time.time()
-        wait_for(
+        wait_until(
             lambda: runner.status("rated-1").state is RunState.CANCELLED,
             15,
             "the cancel",

@@ -17,6 +17,7 @@ from sayiir_nb import CheckpointingRunner, RunState
 from sayiir_nb.backends.postgres import PostgresBackend
 
 from ..pg import PrivateServer, drop_schema, fresh_schema, require_dsn
+from ..waiting import wait_until
 from .workers_app import few, registry, slow_chain
 
 pytestmark = pytest.mark.slow
@@ -96,14 +97,6 @@ def marks(path: Path) -> list[tuple[str, str, str, str]]:
     if not path.exists():
         return []
     return [tuple(line.split()) for line in path.read_text().splitlines()]
-
-
-def wait_until(predicate, timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 def test_kill_9_mid_step_another_worker_finishes(pg, tmp_path: Path) -> None:
